@@ -1,0 +1,315 @@
+"""Read and write images in the axis order nnU-Net works in, keeping their geometry.
+
+Every reader returns ``(array, props)``: the array is ``(C, Z, Y, X)`` float32 (SimpleITK's order,
+the one nnU-Net uses internally), and ``props`` is a JSON-serializable dict with ``"spacing"`` in the
+same ``(Z, Y, X)`` order plus what is needed to write the file back with the same geometry::
+
+    data, props = read_case(["imagesTr/brain_000_0000.nii.gz"])   # data: (1, Z, Y, X)
+    seg, _ = read_seg("labelsTr/brain_000.nii.gz")                  # seg:  (1, Z, Y, X)
+    write_seg(seg[0], "prediction/brain_000.nii.gz", props)         # same affine / origin / direction
+
+Formats:
+- NIfTI (``.nii``, ``.nii.gz``) through nibabel. The voxel array ``(i, j, k)`` is transposed to
+  ``(k, j, i)``, which is exactly what SimpleITK returns for the same file; the header's affine fields
+  are kept verbatim, so ``write(read(x))`` reproduces the file's geometry exactly.
+- 2D natural images (``.png``, ``.bmp``, ``.tif``, ``.tiff``, ``.jpg``) through Pillow: ``(C, 1, H, W)``
+  with spacing ``(999, 1, 1)`` as in nnU-Net's ``NaturalImage2DIO``; RGB gives three channels.
+- Everything else SimpleITK reads (``.nrrd``, ``.mha``, ``.mhd``, ``.gipl``, ``.nhdr`` ...). A 2D image
+  becomes ``(C, 1, Y, X)`` with spacing ``(999 * max, sy, sx)``, as in nnU-Net's ``SimpleITKIO``.
+
+Labels are written as uint8, or uint16 when a value exceeds 255.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+NATURAL_2D_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+# What nnU-Net can read (its readers' supported endings); used to check `file_ending`.
+SUPPORTED_ENDINGS = NIFTI_ENDINGS + NATURAL_2D_ENDINGS + (".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
+
+# Header fields that carry a NIfTI file's geometry; copied verbatim so a written file matches the read one.
+_NIFTI_GEOMETRY_FIELDS = (
+    "pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+    "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z", "xyzt_units",
+)
+# nnU-Net gives 2D images a huge spacing along the fake slice axis so that no stage ever resamples it.
+FAKE_2D_SPACING = 999.0
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image; the message names the file."""
+
+
+def file_ending(path: str | os.PathLike) -> str:
+    """The file ending, with double endings kept: ``'a_0000.nii.gz'`` -> ``'.nii.gz'``."""
+    name = Path(path).name.lower()
+    for double in (".nii.gz", ".gipl.gz"):
+        if name.endswith(double):
+            return double
+    return Path(path).suffix.lower()
+
+
+def reader_kind(path: str | os.PathLike) -> str:
+    """Which backend reads ``path``: ``'nibabel'``, ``'natural2d'`` or ``'simpleitk'``."""
+    ending = file_ending(path)
+    if ending in NIFTI_ENDINGS:
+        return "nibabel"
+    if ending in NATURAL_2D_ENDINGS:
+        return "natural2d"
+    return "simpleitk"
+
+
+# --- readers of one file: (array (C, Z, Y, X) float32, props) ------------------------------------
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    array = np.asarray(image.dataobj)
+    if array.ndim > 3 and all(s == 1 for s in array.shape[3:]):
+        array = array.reshape(array.shape[:3])
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ImageReadError(f"{path}: {array.ndim}D image of shape {array.shape} where a 3D image is expected")
+    header = image.header
+    zooms = [float(z) for z in header.get_zooms()[:3]]
+    zooms += [1.0] * (3 - len(zooms))
+    geometry = {field: np.asarray(header[field]).tolist() for field in _NIFTI_GEOMETRY_FIELDS}
+    props = {"spacing": zooms[::-1], "reader": "nibabel", "nifti": geometry}
+    return array.transpose(2, 1, 0)[None].astype(np.float32), props
+
+
+def _read_sitk(path: Path) -> tuple[np.ndarray, dict]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise ImageReadError(f"{path}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageReadError(f"{path}: vector images with {image.GetNumberOfComponentsPerPixel()} components per voxel are not supported")
+    array = sitk.GetArrayFromImage(image)
+    dimension = image.GetDimension()
+    spacing = list(image.GetSpacing())[::-1]
+    if dimension == 2:
+        array = array[None]
+        spacing = [max(spacing) * FAKE_2D_SPACING] + spacing
+    elif dimension != 3:
+        raise ImageReadError(f"{path}: {dimension}D image where a 3D image is expected")
+    props = {
+        "spacing": [float(s) for s in spacing],
+        "reader": "simpleitk",
+        "sitk": {
+            "dimension": dimension,
+            "spacing": list(image.GetSpacing()),
+            "origin": list(image.GetOrigin()),
+            "direction": list(image.GetDirection()),
+        },
+    }
+    return array[None].astype(np.float32), props
+
+
+def _read_natural_2d(path: Path) -> tuple[np.ndarray, dict]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageReadError(f"{path}: not a readable 2D image ({e})") from None
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array.transpose(2, 0, 1)
+    else:
+        raise ImageReadError(f"{path}: unexpected 2D image shape {array.shape}")
+    props = {"spacing": [FAKE_2D_SPACING, 1.0, 1.0], "reader": "natural2d"}
+    return array[:, None].astype(np.float32), props
+
+
+_READERS = {"nibabel": _read_nifti, "simpleitk": _read_sitk, "natural2d": _read_natural_2d}
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Read one image file as ``(C, Z, Y, X)`` float32 and its props (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return _READERS[reader_kind(path)](path)
+    except ImageReadError:
+        raise
+    except Exception as e:  # truncated gzip, garbage bytes, bad header ...: say which file, not where in nibabel
+        raise ImageReadError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from None
+
+
+def read_case(image_files: Sequence[str | os.PathLike]) -> tuple[np.ndarray, dict]:
+    """Read the channel files of one case and stack them into ``(C, Z, Y, X)`` float32.
+
+    All channels must have the same shape and spacing (ValueError naming the files otherwise);
+    a different origin or direction only warns, as in nnU-Net. ``props`` are those of the first file.
+    """
+    if not image_files:
+        raise ValueError("read_case needs at least one image file")
+    arrays, first_props = [], None
+    for path in image_files:
+        array, props = read_image(path)
+        if first_props is None:
+            first_props = props
+        else:
+            _check_same_geometry(Path(image_files[0]), first_props, arrays[0].shape, Path(path), props, array.shape)
+        arrays.append(array)
+    return np.concatenate(arrays, axis=0), first_props
+
+
+def read_seg(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Read a label map as ``(1, Z, Y, X)`` float32 (values are checked elsewhere)."""
+    seg, props = read_image(path)
+    if seg.shape[0] != 1:
+        raise ImageReadError(f"{path}: a segmentation must have one channel, found {seg.shape[0]}")
+    return seg, props
+
+
+def _check_same_geometry(ref_path, ref_props, ref_shape, path, props, shape) -> None:
+    if tuple(ref_shape[1:]) != tuple(shape[1:]):
+        raise ValueError(f"{path}: shape {tuple(shape[1:])} differs from {ref_path.name} {tuple(ref_shape[1:])}")
+    if not np.allclose(ref_props["spacing"], props["spacing"]):
+        raise ValueError(f"{path}: spacing {props['spacing']} differs from {ref_path.name} {ref_props['spacing']}")
+    mismatch = geometry_mismatch(ref_props, props)
+    if mismatch:
+        warnings.warn(f"{path}: {mismatch} differs from {ref_path.name}", stacklevel=3)
+
+
+def geometry_mismatch(props_a: dict, props_b: dict, atol: float = 1e-4) -> str | None:
+    """Name what differs in the orientation/position of two images ('affine', 'origin', 'direction'), or None."""
+    if "nifti" in props_a and "nifti" in props_b:
+        a, b = _nifti_affine(props_a), _nifti_affine(props_b)
+        return None if np.allclose(a, b, atol=atol) else "affine"
+    if "sitk" in props_a and "sitk" in props_b:
+        for key in ("origin", "direction"):
+            if not np.allclose(props_a["sitk"][key], props_b["sitk"][key], atol=atol):
+                return key
+    return None
+
+
+def _nifti_affine(props: dict) -> np.ndarray:
+    header = _nifti_header(props, np.float32)
+    return header.get_best_affine()
+
+
+def _nifti_header(props: dict, dtype) -> "object":
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    for field, value in props["nifti"].items():
+        header[field] = value
+    header.set_data_dtype(dtype)
+    return header
+
+
+# --- writers ---------------------------------------------------------------------------------------
+
+
+def label_dtype(seg: np.ndarray) -> np.dtype:
+    """uint8 for label values up to 255, uint16 above (as nnU-Net writes segmentations)."""
+    if seg.size and (seg.min() < 0 or seg.max() > 65535):
+        raise ValueError(f"label values must be in 0..65535, found {seg.min()}..{seg.max()}")
+    return np.dtype(np.uint8 if (not seg.size or seg.max() <= 255) else np.uint16)
+
+
+def write_seg(seg: np.ndarray, path: str | os.PathLike, props: dict) -> None:
+    """Write a ``(Z, Y, X)`` (or ``(1, Z, Y, X)``) label map with the geometry in ``props``."""
+    seg = np.asarray(seg)
+    if seg.ndim == 4 and seg.shape[0] == 1:
+        seg = seg[0]
+    seg = np.rint(seg) if seg.dtype.kind == "f" else seg
+    write_image(seg.astype(label_dtype(seg)), path, props)
+
+
+def write_image(array: np.ndarray, path: str | os.PathLike, props: dict) -> None:
+    """Write a ``(Z, Y, X)`` or one-channel ``(1, Z, Y, X)`` array with the geometry in ``props``.
+
+    The backend is chosen by the file ending of ``path``; geometry that the target format cannot hold
+    (e.g. an affine in a PNG) is dropped. The file appears atomically (temporary name, then rename).
+    """
+    array = np.asarray(array)
+    if array.ndim == 4:
+        if array.shape[0] != 1:
+            raise ValueError(f"{path}: write_image writes one channel, got {array.shape[0]}")
+        array = array[0]
+    if array.ndim != 3:
+        raise ValueError(f"{path}: expected a (Z, Y, X) array, got shape {array.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{file_ending(path)}")
+    try:
+        {"nibabel": _write_nifti, "simpleitk": _write_sitk, "natural2d": _write_natural_2d}[reader_kind(path)](array, tmp, props)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_nifti(array: np.ndarray, path: Path, props: dict) -> None:
+    import nibabel as nib
+
+    data = array.transpose(2, 1, 0)
+    if "nifti" in props:
+        header = _nifti_header(props, array.dtype)
+        image = nib.Nifti1Image(data, header.get_best_affine(), header=header)
+        # Nifti1Image recomputes q/s-forms from the affine; restore the original fields verbatim.
+        for field, value in props["nifti"].items():
+            image.header[field] = value
+    else:
+        affine = np.diag(list(props.get("spacing", [1.0, 1.0, 1.0])[::-1]) + [1.0])
+        image = nib.Nifti1Image(data, affine)
+        image.header.set_qform(affine, code=1)
+        image.header.set_sform(affine, code=1)
+    image.header.set_data_dtype(array.dtype)
+    nib.save(image, str(path))
+
+
+def _write_sitk(array: np.ndarray, path: Path, props: dict) -> None:
+    import SimpleITK as sitk
+
+    geometry = props.get("sitk")
+    if geometry is not None and geometry.get("dimension") == 2:
+        image = sitk.GetImageFromArray(array[0])
+    else:
+        image = sitk.GetImageFromArray(array)
+    if geometry is not None:
+        image.SetSpacing(geometry["spacing"])
+        image.SetOrigin(geometry["origin"])
+        image.SetDirection(geometry["direction"])
+    else:
+        image.SetSpacing([float(s) for s in props.get("spacing", [1.0, 1.0, 1.0])[::-1]])
+    sitk.WriteImage(image, str(path), True)
+
+
+def _write_natural_2d(array: np.ndarray, path: Path, props: dict) -> None:
+    from PIL import Image
+
+    if array.shape[0] != 1:
+        raise ValueError(f"{path}: a 2D image file holds one slice, got {array.shape[0]}")
+    plane = array[0]
+    if plane.dtype == np.uint16:
+        Image.fromarray(plane.astype(np.uint16)).save(path, format=_pil_format(path))
+    else:
+        if plane.dtype != np.uint8:
+            if plane.min() < 0 or plane.max() > 255:
+                raise ValueError(f"{path}: values {plane.min()}..{plane.max()} do not fit an 8-bit image")
+            plane = np.rint(plane).astype(np.uint8)
+        Image.fromarray(plane).save(path, format=_pil_format(path))
+
+
+def _pil_format(path: Path) -> str:
+    return {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG"}[file_ending(path)]

@@ -1,0 +1,115 @@
+"""Where nnseg_nb keeps raw, preprocessed and trained data, and how a dataset is named.
+
+nnU-Net reads three roots from environment variables; so do we, but lazily (each call reads the
+environment again) and with a default under the working directory, so nothing needs configuring::
+
+    >>> import os; os.environ.pop("nnUNet_raw", None) and None
+    >>> raw_root().as_posix().endswith("nnseg_data/raw")
+    True
+
+A dataset can be named by its folder path, by ``Dataset004_Hippocampus``, by ``Hippocampus``
+or by its id (``4``, ``004``); :func:`find_dataset` resolves any of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+DEFAULT_HOME = "nnseg_data"
+_DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
+
+
+def _root(env_var: str, default_name: str) -> Path:
+    value = os.environ.get(env_var)
+    if value:
+        return Path(value)
+    return Path.cwd() / DEFAULT_HOME / default_name
+
+
+def raw_root() -> Path:
+    """``$nnUNet_raw``, or ``./nnseg_data/raw``."""
+    return _root("nnUNet_raw", "raw")
+
+
+def preprocessed_root() -> Path:
+    """``$nnUNet_preprocessed``, or ``./nnseg_data/preprocessed``."""
+    return _root("nnUNet_preprocessed", "preprocessed")
+
+
+def results_root() -> Path:
+    """``$nnUNet_results``, or ``./nnseg_data/results``."""
+    return _root("nnUNet_results", "results")
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """nnU-Net's folder name for a dataset.
+
+    >>> dataset_folder_name(4, "Hippocampus")
+    'Dataset004_Hippocampus'
+    """
+    if not 0 <= int(dataset_id) <= 999:
+        raise ValueError(f"dataset id must be between 0 and 999, got {dataset_id}")
+    if not name or "/" in name or " " in name:
+        raise ValueError(f"dataset name {name!r} must be non-empty, without spaces or slashes")
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def parse_dataset_folder_name(folder_name: str) -> tuple[int, str]:
+    """``'Dataset004_Hippocampus'`` -> ``(4, 'Hippocampus')``; ValueError for anything else."""
+    match = _DATASET_FOLDER.match(folder_name)
+    if not match:
+        raise ValueError(f"{folder_name!r} is not an nnU-Net dataset folder name (DatasetXXX_Name)")
+    return int(match.group(1)), match.group(2)
+
+
+def _datasets_in(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _DATASET_FOLDER.match(p.name))
+
+
+def _matches(folder_name: str, query: str) -> bool:
+    dataset_id, name = parse_dataset_folder_name(folder_name)
+    if query.isdigit():
+        return int(query) == dataset_id
+    return query == folder_name or query == name or query.lower() == name.lower()
+
+
+def dataset_name(name_or_id: str | int, roots: list[Path] | None = None) -> str:
+    """Resolve a dataset to its ``DatasetXXX_Name``, searching the raw, preprocessed and results roots.
+
+    Raises:
+        FileNotFoundError: no dataset matches; the message lists the datasets that exist.
+        ValueError: more than one distinct dataset matches (e.g. two folders with the same id).
+    """
+    query = str(name_or_id).strip()
+    if Path(query).is_dir() and _DATASET_FOLDER.match(Path(query).resolve().name):
+        return Path(query).resolve().name
+    roots = roots if roots is not None else [raw_root(), preprocessed_root(), results_root()]
+    found = sorted({name for root in roots for name in _datasets_in(root) if _matches(name, query)})
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise ValueError(f"dataset {query!r} is ambiguous: it matches {', '.join(found)}; name it in full")
+    existing = sorted({name for root in roots for name in _datasets_in(root)})
+    where = ", ".join(str(r) for r in roots)
+    listing = ", ".join(existing) if existing else "none"
+    raise FileNotFoundError(f"no dataset {query!r} in {where} (datasets there: {listing})")
+
+
+def find_dataset(name_or_id: str | int | os.PathLike, root: Path | None = None) -> Path:
+    """The folder of a dataset under ``root`` (default: the raw root), or the path itself if one is given.
+
+    >>> find_dataset("/no/such/Dataset001_X")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    FileNotFoundError: ...
+    """
+    as_path = Path(name_or_id)
+    if as_path.is_dir():
+        return as_path
+    if as_path.is_absolute() or os.sep in str(name_or_id):
+        raise FileNotFoundError(f"{as_path}: no such dataset folder")
+    root = raw_root() if root is None else Path(root)
+    return root / dataset_name(name_or_id, roots=[root])
