@@ -248,3 +248,24 @@ def test_missing_files_are_named(tmp_path):
     prev = SamplerSettings(patch_size=(8, 8, 8), batch_size=1, previous_stage_folder=tmp_path / "prev")
     with pytest.raises(FileNotFoundError, match="prev/blob.npy"):
         sample_batch(tmp_path, ["blob"], prev, batch_rng(0, 0))
+
+
+def test_sampling_picture_draws_one_box_per_sample_and_marks_forced_ones(tmp_path):
+    from nnseg_nb.viz.sampling import FORCED_COLOR, show_patch_sampling
+    import matplotlib.colors
+    import matplotlib.pyplot as plt
+
+    blob_case(tmp_path)
+    settings = SamplerSettings(patch_size=(8, 8, 8), initial_patch_size=(12, 12, 12), batch_size=5)
+    batch = sample_batch(tmp_path, ["blob"], settings, batch_rng(0, 0))
+    fig = show_patch_sampling(batch, tmp_path, patch_size=settings.patch_size, columns=3)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 5 and len(fig.axes) == 6
+    red = matplotlib.colors.to_rgba(FORCED_COLOR)
+    for ax, forced, box in zip(panels, batch["forced_foreground"].tolist(), batch["crop_boxes"].tolist()):
+        assert ("forced: class 1" in ax.get_title()) == forced
+        loaded, final = ax.patches  # the loaded patch and the final (centre) patch
+        assert (loaded.get_width(), loaded.get_height()) == (12, 12) and final.get_width() == 8
+        assert loaded.get_xy() == (box[2][0] - 0.5, box[1][0] - 0.5)
+        assert (loaded.get_edgecolor() == red) == forced
+    plt.close(fig)
