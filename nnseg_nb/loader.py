@@ -17,6 +17,7 @@ the timing, because a torch DataLoader hands batches back in order.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,13 +258,33 @@ def parse_class_key(key: str | int) -> ClassKey:
     return int(text)
 
 
-def read_class_locations(folder: str | Path, case: str) -> dict[ClassKey, list]:
-    """``class_locations`` from ``<case>.json``: ``{label or region tuple: [[0, z, y, x], ...]}``."""
+def read_class_locations(folder: str | Path, case: str) -> dict[ClassKey, np.ndarray]:
+    """``class_locations`` from ``<case>.json``: ``{label or region tuple: (N, 4) int array of [0, z, y, x]}``."""
     file = _require(Path(folder) / f"{case}.json", f"properties of case {case!r}")
     properties = load_json(file)
     if "class_locations" not in properties:
         raise ValueError(f"{file}: no 'class_locations'; preprocess the case again to sample foreground patches")
-    return {parse_class_key(k): v for k, v in properties["class_locations"].items()}
+    return {parse_class_key(k): np.asarray(v, dtype=np.int32).reshape(-1, 4)
+            for k, v in properties["class_locations"].items()}
+
+
+class CaseReader:
+    """Opens cases of one folder and reads their class locations, remembering the last ``cache_size``.
+
+    Opening a memory map and parsing a JSON sidecar cost more than cutting a small patch, so a
+    stream keeps recent cases open (a memory map holds a file handle, not the data).
+    """
+
+    def __init__(self, folder: str | Path, previous_stage_folder: str | Path | None = None, cache_size: int = 64):
+        self.folder, self.previous_stage_folder = Path(folder), previous_stage_folder
+        self.arrays = functools.lru_cache(cache_size)(self._open)
+        self.class_locations = functools.lru_cache(cache_size)(self._read_class_locations)
+
+    def _open(self, case: str) -> CaseArrays:
+        return open_case(self.folder, case, self.previous_stage_folder)
+
+    def _read_class_locations(self, case: str) -> dict[ClassKey, np.ndarray]:
+        return read_class_locations(self.folder, case)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,12 +296,13 @@ def batch_rng(seed: int, batch_index: int) -> np.random.Generator:
     return np.random.default_rng([seed, batch_index])
 
 
-def sample_batch(folder: str | Path, case_ids: Sequence[str], settings: SamplerSettings,
+def sample_batch(source: str | Path | CaseReader, case_ids: Sequence[str], settings: SamplerSettings,
                  rng: np.random.Generator) -> dict:
     """Build one batch: cases uniform with replacement, the last ~33% centred on foreground.
 
     Args:
-        folder: preprocessed configuration folder (``<case>.npy``, ``<case>_seg.npy``, ``<case>.json``).
+        source: preprocessed configuration folder (``<case>.npy``, ``<case>_seg.npy``, ``<case>.json``),
+            or a ``CaseReader`` of it (keeps cases open between batches).
         case_ids: the cases to draw from (e.g. one fold's training cases).
         rng: the batch's generator (see ``batch_rng``).
 
@@ -293,32 +315,33 @@ def sample_batch(folder: str | Path, case_ids: Sequence[str], settings: SamplerS
     """
     if len(case_ids) == 0:
         raise ValueError("sample_batch needs at least one case")
+    reader = source if isinstance(source, CaseReader) else CaseReader(source, settings.previous_stage_folder)
     patch = settings.loaded_patch_size
     chosen = [case_ids[i] for i in rng.integers(len(case_ids), size=settings.batch_size)]
     forced_flags = settings.forced_foreground()
     image, seg = None, None
     boxes, selected_classes = [], []
     for j, (case, forced) in enumerate(zip(chosen, forced_flags)):
-        arrays = open_case(folder, case, settings.previous_stage_folder)
+        arrays = reader.arrays(case)
         if image is None:  # shapes known once the first case is open
             seg_channels = 1 + (arrays.previous_seg is not None)
-            image = np.empty((settings.batch_size, arrays.data.shape[0], *patch), dtype=np.float32)
-            seg = np.empty((settings.batch_size, seg_channels, *patch), dtype=np.int16)
+            image = torch.empty((settings.batch_size, arrays.data.shape[0], *patch), dtype=torch.float32)
+            seg = torch.empty((settings.batch_size, seg_channels, *patch), dtype=torch.int16)
         needs_locations = forced or settings.has_ignore
-        class_locations = read_class_locations(folder, case) if needs_locations else None
+        class_locations = reader.class_locations(case) if needs_locations else None
         corner, selected = choose_lower_corner(arrays.data.shape[1:], settings, forced, class_locations, rng, case)
         box = [[lo, lo + p] for lo, p in zip(corner, patch)]
-        crop_and_pad(arrays.data, box, IMAGE_PAD_VALUE, out=image[j])
-        crop_and_pad(arrays.seg, box, SEG_PAD_VALUE, out=seg[j, :1])
+        crop_and_pad(arrays.data, box, IMAGE_PAD_VALUE, out=image[j].numpy())
+        crop_and_pad(arrays.seg, box, SEG_PAD_VALUE, out=seg[j, :1].numpy())
         if arrays.previous_seg is not None:
-            crop_and_pad(arrays.previous_seg, box, SEG_PAD_VALUE, out=seg[j, 1:])
+            crop_and_pad(arrays.previous_seg, box, SEG_PAD_VALUE, out=seg[j, 1:].numpy())
         boxes.append(box)
         selected_classes.append(selected)
     if settings.is_2d:  # drop the singleton slice axis: (B, C, 1, Y, X) -> (B, C, Y, X)
         image, seg = image[:, :, 0], seg[:, :, 0]
     return {
-        "image": torch.from_numpy(image),
-        "seg": torch.from_numpy(seg),
+        "image": image,
+        "seg": seg,
         "case_ids": chosen,
         "forced_foreground": torch.tensor(forced_flags),
         "crop_boxes": torch.tensor(boxes, dtype=torch.int64),
@@ -343,9 +366,10 @@ class PatchStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         worker = torch.utils.data.get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        reader = CaseReader(self.folder, self.settings.previous_stage_folder)  # made here: one per process
         batch_index = self.first_batch + worker_id
         while True:
-            batch = sample_batch(self.folder, self.case_ids, self.settings, batch_rng(self.seed, batch_index))
+            batch = sample_batch(reader, self.case_ids, self.settings, batch_rng(self.seed, batch_index))
             batch["batch_index"] = batch_index
             yield batch
             batch_index += num_workers
