@@ -393,5 +393,10 @@ def make_dataloader(folder: str | Path, case_ids: Sequence[str], settings: Sampl
         pin_memory = torch.cuda.is_available()
     stream = PatchStream(folder, case_ids, settings, seed=seed, first_batch=first_batch)
     return torch.utils.data.DataLoader(
-        stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+        stream, batch_size=None, collate_fn=_as_is, num_workers=num_workers, pin_memory=pin_memory,
         persistent_workers=num_workers > 0, prefetch_factor=prefetch_factor if num_workers > 0 else None)
+
+
+def _as_is(batch: dict) -> dict:
+    # batches are complete already; torch's default would turn region keys (tuples) into lists
+    return batch
