@@ -28,6 +28,43 @@ class UserError(Exception):
 # --- subcommands (each: _add_<name>_parser + _cmd_<name>) -------------------------------------
 
 
+# --- fingerprint (nnseg_nb.fingerprint) -------------------------------------------------------
+
+
+def _add_fingerprint_parser(subparsers) -> None:
+    parser = subparsers.add_parser("fingerprint", help="extract the dataset fingerprint (nnUNetv2_extract_fingerprint)",
+                                   description="Measure spacings, shapes after cropping and foreground intensities "
+                                               "of a raw dataset, as nnU-Net does. An existing file is kept "
+                                               "unless --clean.")
+    parser.add_argument("dataset", help="raw dataset: folder, DatasetXXX_Name, Name or id")
+    parser.add_argument("-o", "--output", default=None,
+                        help="fingerprint file (default <preprocessed>/<DatasetXXX_Name>/dataset_fingerprint.json)")
+    parser.add_argument("-np", "--num-workers", type=int, default=None,
+                        help="processes reading cases (default 8, at most the CPU count)")
+    parser.add_argument("--clean", action="store_true", help="recompute even if the file exists")
+    parser.set_defaults(func=_cmd_fingerprint)
+
+
+def _cmd_fingerprint(args) -> int:
+    from nnseg_nb.fingerprint import ensure_fingerprint, fingerprint_path, summary_lines
+    from nnseg_nb.paths import find_dataset, parse_dataset_folder_name
+
+    if args.num_workers is not None and args.num_workers < 1:
+        raise UserError(f"-np must be at least 1, got {args.num_workers}")
+    folder = find_dataset(args.dataset)
+    if args.output is None:
+        try:
+            parse_dataset_folder_name(folder.name)
+        except ValueError:
+            raise UserError(f"{folder} is not named DatasetXXX_Name, so it has no default output; give -o FILE") from None
+    path = Path(args.output) if args.output else fingerprint_path(folder.name)
+    kept = path.is_file() and not args.clean
+    fingerprint = ensure_fingerprint(folder, overwrite=args.clean, output=path, num_workers=args.num_workers)
+    print(f"kept the existing {path} (--clean recomputes it)" if kept else f"wrote {path}")
+    print("\n".join(summary_lines(fingerprint)))
+    return 0
+
+
 # --- notebooks: run / batch / demo (nnseg_nb.runner) ------------------------------------------
 
 
@@ -158,6 +195,7 @@ def _cmd_record(args) -> int:
 
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "fingerprint": _add_fingerprint_parser,
     "run": _add_run_parser,
     "batch": _add_batch_parser,
     "demo": _add_demo_parser,
