@@ -58,7 +58,6 @@ KERNEL_ENV = {
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
 }
 _GUIDED_NOTEBOOK = re.compile(r"^\d{2}_[^.]+\.(py|ipynb)$")
-_PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 
 
 # --- results and errors -------------------------------------------------------------------------
@@ -285,9 +284,11 @@ def list_notebooks(folder: PathLike | None = None) -> list[Path]:
 # --- running one notebook -----------------------------------------------------------------------
 
 
-def _kernel_manager_class(extra_env: Mapping[str, str]):
+def _kernel_manager_class(extra_env: Mapping[str, str], log_file: Path | None = None):
     """A kernel manager on unix-domain sockets (parallel kernels cannot race for TCP ports, see
-    papermill#511) that starts the kernel with ``extra_env`` on top of the caller's environment."""
+    papermill#511) that starts the kernel with ``extra_env`` on top of the caller's environment and,
+    given ``log_file``, sends the kernel process's own stdout/stderr there (not cell output: that is
+    in the notebook; this is what the kernel prints while starting, dying or being interrupted)."""
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.paths import jupyter_runtime_dir
 
@@ -304,7 +305,10 @@ def _kernel_manager_class(extra_env: Mapping[str, str]):
 
         async def start_kernel(self, **kwargs):
             kwargs["env"] = {**kwargs.get("env", os.environ), **extra_env}
-            await super().start_kernel(**kwargs)
+            if log_file is None:
+                return await super().start_kernel(**kwargs)
+            with open(log_file, "ab") as log:  # the child keeps its own copy of the descriptor
+                await super().start_kernel(stdout=log, stderr=log, **kwargs)
 
     return IPCKernelManager
 
@@ -357,7 +361,7 @@ def _error_from_papermill(notebook: Path, nb, error, output: Path) -> NotebookEr
 
 
 def _error_from_abort(notebook: Path, nb, exc: Exception, output: Path, timeout: float | None) -> NotebookError:
-    """A timeout or a dead kernel: find the cell papermill had marked as running in the output."""
+    """A timeout or a dead kernel: the failed cell is the last one papermill started."""
     import nbformat
 
     ename = type(exc).__name__
@@ -366,9 +370,9 @@ def _error_from_abort(notebook: Path, nb, exc: Exception, output: Path, timeout:
     index = None
     if output.is_file():
         executed = nbformat.read(output, as_version=4)
-        running = [i for i, cell in enumerate(executed.cells)
-                   if cell.get("metadata", {}).get("papermill", {}).get("status") == "running"]
-        index = _source_index(nb, running[0]) if running else None
+        started = [i for i, cell in enumerate(executed.cells)
+                   if cell.get("metadata", {}).get("papermill", {}).get("start_time")]
+        index = _source_index(nb, started[-1]) if started else None
     source = nb.cells[index].source if index is not None and index < len(nb.cells) else ""
     head = [line for line in source.splitlines() if line.strip()][:3]
     return NotebookError(notebook, ename, evalue, index, None, _cell_line(notebook, source), head, output)
@@ -400,9 +404,6 @@ def run_notebook(notebook: PathLike, output: PathLike | None = None, parameters:
         result = run_notebook("notebooks/01_data.py", parameters={"profile": "quick"})
         print(result.output, result.results)
     """
-    import papermill
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
     notebook = Path(notebook)
     nb = _load(notebook, kernel_name)
     declared = _inspect(nb)
@@ -419,28 +420,50 @@ def run_notebook(notebook: PathLike, output: PathLike | None = None, parameters:
         parameters["out_dir"] = str(output.parent)
     result = RunResult(str(notebook), str(output), str(cwd), to_builtin(parameters))
 
-    start = time.perf_counter()
+    started = time.time()
+    error = _execute(notebook, nb, output, parameters, cwd, kernel_name, timeout, log_output,
+                     {**KERNEL_ENV, **(env or {})})
+    result.duration_s = round(time.time() - started, 3)
+    if error is not None:
+        result.status, result.error, error.result = "error", error.summary, result
+        raise error from None  # papermill's own traceback adds nothing to the summary
+    out_dir = cwd / str(parameters.get("out_dir", output.parent))
+    result.results = _fresh_results(out_dir, started) or _fresh_results(cwd, started)
+    return result
+
+
+def _execute(notebook: Path, nb, output: Path, parameters: dict, cwd: Path, kernel_name: str,
+             timeout: float | None, log_output: bool, env: Mapping[str, str]) -> NotebookError | None:
+    """papermill's run, its failures turned into a :class:`NotebookError` (returned, not raised)."""
+    import papermill
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    kernel_log = output.with_suffix(".log")
     try:
         with _papermill_log(log_output):
             papermill.execute_notebook(
                 nb, str(output), parameters=parameters, kernel_name=kernel_name, cwd=str(cwd),
                 progress_bar=False, log_output=log_output, execution_timeout=timeout,
                 store_widget_state=False,  # an Image widget's PNG frames would bloat the notebook
-                kernel_manager_class=_kernel_manager_class({**KERNEL_ENV, **(env or {})}),
+                kernel_manager_class=_kernel_manager_class(env, kernel_log),
             )
+        return None
     except papermill.PapermillExecutionError as e:
-        error = _error_from_papermill(notebook, nb, e, output)
+        return _error_from_papermill(notebook, nb, e, output)
     except (CellTimeoutError, DeadKernelError) as e:
-        error = _error_from_abort(notebook, nb, e, output, timeout)
-    else:
-        error = None
-    result.duration_s = round(time.perf_counter() - start, 3)
-    if error is not None:
-        result.status, result.error, error.result = "error", error.summary, result
-        raise error from None  # papermill's own traceback adds nothing to the summary
-    out_dir = cwd / str(parameters.get("out_dir", output.parent))
-    result.results = read_results(out_dir) or read_results(cwd)
-    return result
+        return _error_from_abort(notebook, nb, e, output, timeout)
+    except NoSuchKernel:
+        raise ValueError(f"no Jupyter kernel named {kernel_name!r} (see `jupyter kernelspec list`)") from None
+    finally:
+        if kernel_log.is_file() and kernel_log.stat().st_size == 0:
+            kernel_log.unlink()  # kept only when the kernel process itself had something to say
+
+
+def _fresh_results(folder: Path, since: float) -> dict | None:
+    """``folder/results.json`` if this run wrote it (a rerun into the same folder finds the old one)."""
+    path = folder / RESULTS_FILE
+    return read_results(folder) if path.is_file() and path.stat().st_mtime >= since - 1 else None
 
 
 def record_outputs(notebook: PathLike, kernel_name: str = "python3", timeout: float | None = None) -> Path:

@@ -68,7 +68,7 @@ def test_py_run_injects_parameters_env_and_default_folders(tiny, tmp_path):
     assert result.results["b_seen"] == "x"  # default kept
     assert result.results["cwd"] == str(run_dir)  # kernel cwd: the run folder
     assert result.parameters["out_dir"] == str(run_dir)  # out_dir injected: results next to the notebook
-    assert (run_dir / "results.json").is_file()
+    assert (run_dir / "results.json").is_file() and not (run_dir / "executed.log").exists()  # empty kernel log removed
     assert result.results["env"] == "yes" and result.results["tqdm_disable"] == "1"
     assert dict(os.environ) == environ_before  # the caller's environment is untouched
     executed = nbformat.read(result.output, as_version=4)
