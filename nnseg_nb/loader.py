@@ -5,20 +5,23 @@
     batch["image"].shape, batch["seg"].shape   # (2, C, 73, 80, 64) float32, (2, 1, 73, 80, 64) int16
     batches = iter(make_dataloader(folder, case_ids, settings, num_workers=2, seed=0))
     batch = next(batches)                      # the same batch, built in a worker process
+    batches = background_batches(folder, case_ids, settings, seed=0)   # ... or by a thread
 
 The loader only reads and crops: each batch holds the larger *initial* patch, raw (image padded
 with 0, labels with -1). Augmentation runs afterwards, batched on the training device, and
 center-crops to ``patch_size`` (``augment.py``).
 
 Randomness: batch ``k`` of a stream is drawn from its own generator, ``batch_rng(seed, k)``. The
-stream is therefore a function of ``seed`` alone: the same with 0, 1 or 8 workers and whatever
-the timing, because a torch DataLoader hands batches back in order.
+stream is therefore a function of ``seed`` alone: the same with 0, 1 or 8 workers (or threads)
+and whatever the timing, because batches are handed back in order.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
@@ -369,10 +372,15 @@ class PatchStream(torch.utils.data.IterableDataset):
         reader = CaseReader(self.folder, self.settings.previous_stage_folder)  # made here: one per process
         batch_index = self.first_batch + worker_id
         while True:
-            batch = sample_batch(reader, self.case_ids, self.settings, batch_rng(self.seed, batch_index))
-            batch["batch_index"] = batch_index
-            yield batch
+            yield _numbered_batch(reader, self.case_ids, self.settings, self.seed, batch_index)
             batch_index += num_workers
+
+
+def _numbered_batch(reader: CaseReader, case_ids: Sequence[str], settings: SamplerSettings, seed: int,
+                    batch_index: int) -> dict:
+    batch = sample_batch(reader, case_ids, settings, batch_rng(seed, batch_index))
+    batch["batch_index"] = batch_index
+    return batch
 
 
 def make_dataloader(folder: str | Path, case_ids: Sequence[str], settings: SamplerSettings, num_workers: int = 2,
@@ -400,3 +408,27 @@ def make_dataloader(folder: str | Path, case_ids: Sequence[str], settings: Sampl
 def _as_is(batch: dict) -> dict:
     # batches are complete already; torch's default would turn region keys (tuples) into lists
     return batch
+
+
+def background_batches(folder: str | Path, case_ids: Sequence[str], settings: SamplerSettings, seed: int = 0,
+                       threads: int = 1, prefetch: int = 2, first_batch: int = 0) -> Iterator[dict]:
+    """The same endless stream as ``make_dataloader``, built by threads of this process.
+
+    Cutting a patch is mostly a memory copy, which numpy does without holding the GIL, so threads
+    overlap with the training step. Unlike worker processes, they hand batches over without copying
+    them through shared memory, which matters here because the batches hold the large initial patch.
+
+    Args:
+        threads: threads building batches; ``prefetch`` batches per thread are built ahead.
+    """
+    reader = CaseReader(folder, settings.previous_stage_folder)  # shared: lru_cache is thread-safe
+    ahead = threads * prefetch
+    with ThreadPoolExecutor(threads, thread_name_prefix="nnseg-loader") as pool:
+        pending = deque(pool.submit(_numbered_batch, reader, case_ids, settings, seed, k)
+                        for k in range(first_batch, first_batch + ahead))
+        next_index = first_batch + ahead
+        while True:
+            batch = pending.popleft().result()  # oldest first: the order never depends on timing
+            pending.append(pool.submit(_numbered_batch, reader, case_ids, settings, seed, next_index))
+            next_index += 1
+            yield batch
