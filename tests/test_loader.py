@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnseg_nb.loader import (SamplerSettings, batch_rng, choose_lower_corner, lower_corner_bounds, make_dataloader,
-                             open_case, read_class_locations, sample_batch)
+from nnseg_nb.loader import (CaseReader, SamplerSettings, background_batches, batch_rng, choose_lower_corner,
+                             lower_corner_bounds, make_dataloader, open_case, read_class_locations, sample_batch)
 
 
 def class_locations_of(seg, keys):
@@ -35,10 +35,10 @@ def ramp(shape, channels=1):
     return 1 + np.arange(channels * np.prod(shape), dtype=np.float32).reshape(channels, *shape)
 
 
-def blob_case(folder, case="blob", shape=(20, 30, 40), at=(10, 12, 25), label=1):
+def blob_case(folder, case="blob", shape=(20, 30, 40), at=(10, 12, 25), label=1, keys=None):
     seg = np.zeros((1, *shape), np.int16)
     seg[0, at[0]:at[0] + 2, at[1]:at[1] + 2, at[2]:at[2] + 2] = label
-    write_case(folder, case, ramp(shape), seg, keys=(label,))
+    write_case(folder, case, ramp(shape), seg, keys=keys or (label,))
     return seg
 
 
@@ -211,17 +211,21 @@ def test_cascade_stacks_the_previous_stage_as_seg_channel_1(tmp_path, suffix):
 
 def test_same_seed_same_batches_through_the_dataloader_with_workers(tmp_path):
     for i in range(5):
-        blob_case(tmp_path, f"case{i}", shape=(12, 14, 16), at=(2 * i, 3, 4))
+        blob_case(tmp_path, f"case{i}", shape=(12, 14, 16), at=(2 * i, 3, 4), keys=(1, (1, 2)))
     cases = [f"case{i}" for i in range(5)]
-    settings = SamplerSettings(patch_size=(8, 8, 8), initial_patch_size=(10, 10, 12), batch_size=3)
+    settings = SamplerSettings(patch_size=(8, 8, 8), initial_patch_size=(10, 10, 12), batch_size=3,
+                               oversample_foreground_percent=0.67)
     expected = batches(tmp_path, cases, settings, seed=7, n=6)
-    for num_workers in (0, 2):
-        stream = iter(make_dataloader(tmp_path, cases, settings, num_workers=num_workers, seed=7))
+    assert (1, 2) in sum((b["selected_classes"] for b in expected), [])
+    streams = {f"{n} workers": iter(make_dataloader(tmp_path, cases, settings, num_workers=n, seed=7)) for n in (0, 2)}
+    streams["2 threads"] = background_batches(tmp_path, cases, settings, seed=7, threads=2)
+    for how, stream in streams.items():
         for k, want in enumerate(expected):
             got = next(stream)
             assert got["batch_index"] == k and got["case_ids"] == want["case_ids"]
+            assert got["selected_classes"] == want["selected_classes"]  # region keys stay tuples
             for name in ("image", "seg", "crop_boxes", "forced_foreground"):
-                assert torch.equal(got[name], want[name]), (num_workers, k, name)
+                assert torch.equal(got[name], want[name]), (how, k, name)
     other = batches(tmp_path, cases, settings, seed=8, n=6)
     assert any(not torch.equal(a["crop_boxes"], b["crop_boxes"]) for a, b in zip(expected, other))
     resumed = next(iter(make_dataloader(tmp_path, cases, settings, num_workers=0, seed=7, first_batch=4)))
@@ -235,6 +239,15 @@ def test_reads_are_memory_mapped(tmp_path):
     arrays = open_case(tmp_path, "blob", previous_stage_folder=tmp_path / "prev")
     assert isinstance(arrays.data, np.memmap) and isinstance(arrays.seg, np.memmap)
     assert isinstance(arrays.previous_seg, np.memmap)
+    # a stream's reader keeps recent cases open and their class locations parsed, at most cache_size
+    reader = CaseReader(tmp_path, cache_size=1)
+    first = reader.arrays("blob")
+    assert reader.arrays("blob") is first
+    locations = reader.class_locations("blob")
+    assert reader.class_locations("blob") is locations and locations[1].shape == (8, 4)
+    blob_case(tmp_path, "other")
+    reader.arrays("other")
+    assert reader.arrays("blob") is not first and reader.arrays.cache_info().currsize == 1
 
 
 def test_missing_files_are_named(tmp_path):
@@ -242,6 +255,8 @@ def test_missing_files_are_named(tmp_path):
     settings = SamplerSettings(patch_size=(8, 8, 8), batch_size=2)
     with pytest.raises(FileNotFoundError, match="nope.npy"):
         sample_batch(tmp_path, ["nope"], settings, batch_rng(0, 0))
+    with pytest.raises(FileNotFoundError, match="nope.npy"):  # from a thread, too
+        next(background_batches(tmp_path, ["nope"], settings))
     (tmp_path / "blob.json").unlink()
     with pytest.raises(FileNotFoundError, match="blob.json"):
         sample_batch(tmp_path, ["blob"], settings, batch_rng(0, 0))
@@ -251,14 +266,14 @@ def test_missing_files_are_named(tmp_path):
 
 
 def test_sampling_picture_draws_one_box_per_sample_and_marks_forced_ones(tmp_path):
-    from nnseg_nb.viz.sampling import FORCED_COLOR, show_patch_sampling
     import matplotlib.colors
-    import matplotlib.pyplot as plt
+
+    from nnseg_nb.viz.sampling import FORCED_COLOR, patch_sampling_figure
 
     blob_case(tmp_path)
     settings = SamplerSettings(patch_size=(8, 8, 8), initial_patch_size=(12, 12, 12), batch_size=5)
     batch = sample_batch(tmp_path, ["blob"], settings, batch_rng(0, 0))
-    fig = show_patch_sampling(batch, tmp_path, patch_size=settings.patch_size, columns=3)
+    fig = patch_sampling_figure(batch, tmp_path, patch_size=settings.patch_size, columns=3)
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 5 and len(fig.axes) == 6
     red = matplotlib.colors.to_rgba(FORCED_COLOR)
@@ -268,4 +283,3 @@ def test_sampling_picture_draws_one_box_per_sample_and_marks_forced_ones(tmp_pat
         assert (loaded.get_width(), loaded.get_height()) == (12, 12) and final.get_width() == 8
         assert loaded.get_xy() == (box[2][0] - 0.5, box[1][0] - 0.5)
         assert (loaded.get_edgecolor() == red) == forced
-    plt.close(fig)

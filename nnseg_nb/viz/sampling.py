@@ -1,7 +1,8 @@
 """Pictures of patch sampling: where each patch of a batch was cut, and which were forced to foreground.
 
     batch = loader.sample_batch(folder, case_ids, settings, loader.batch_rng(0, 0))
-    fig = show_patch_sampling(batch, folder, patch_size=settings.patch_size)
+    fig = patch_sampling_figure(batch, folder, patch_size=settings.patch_size)
+    show_figure(fig)   # from nnseg_nb.viz
 """
 
 from __future__ import annotations
@@ -9,23 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from nnseg_nb.loader import open_case
+from nnseg_nb.viz.overlay import overlay_rgb, robust_window
 
 FORCED_COLOR = "tab:red"
 RANDOM_COLOR = "gold"
-
-
-def _label_rgba(labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """(H, W) integer labels -> (H, W, 4) colours; background (0) and outside (-1) transparent."""
-    rgba = np.zeros((*labels.shape, 4))
-    colors = plt.get_cmap("tab10")
-    for value in np.unique(labels[labels > 0]):
-        rgba[labels == value] = (*colors((int(value) - 1) % 10)[:3], alpha)
-    return rgba
 
 
 def _draw_box(ax, y: Sequence[int], x: Sequence[int], color: str, **style) -> None:
@@ -33,8 +26,8 @@ def _draw_box(ax, y: Sequence[int], x: Sequence[int], color: str, **style) -> No
     ax.add_patch(Rectangle((x[0] - 0.5, y[0] - 0.5), x[1] - x[0], y[1] - y[0], fill=False, color=color, **style))
 
 
-def show_patch_sampling(batch: dict, folder: str | Path, patch_size: Sequence[int] | None = None,
-                        channel: int = 0, columns: int = 4, panel_size: float = 3.0) -> plt.Figure:
+def patch_sampling_figure(batch: dict, folder: str | Path, patch_size: Sequence[int] | None = None,
+                          channel: int = 0, columns: int = 4, panel_size: float = 3.0) -> Figure:
     """One panel per sample: its case's slice through the patch centre, labels overlaid, patch box drawn.
 
     Forced-foreground samples are drawn in red with the class they were centred on (a cross marks the
@@ -52,7 +45,8 @@ def show_patch_sampling(batch: dict, folder: str | Path, patch_size: Sequence[in
     forced = np.asarray(batch["forced_foreground"], bool)
     selected = batch.get("selected_classes", [None] * len(boxes))
     rows = -(-len(boxes) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(panel_size * columns, panel_size * rows), squeeze=False)
+    fig = Figure(figsize=(panel_size * columns, panel_size * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat[len(boxes):]:
         ax.axis("off")
     for ax, case, box, is_forced, key in zip(axes.flat, batch["case_ids"], boxes, forced, selected):
@@ -60,8 +54,8 @@ def show_patch_sampling(batch: dict, folder: str | Path, patch_size: Sequence[in
         (z0, z1), (y0, y1), (x0, x1) = box.tolist()
         z = int(np.clip(z0 + (z1 - z0) // 2, 0, arrays.data.shape[1] - 1))
         ax.set_facecolor("0.85")  # what shows around the image is padding
-        ax.imshow(arrays.data[channel, z], cmap="gray")
-        ax.imshow(_label_rgba(np.asarray(arrays.seg[0, z])))
+        window = robust_window(arrays.data[channel])
+        ax.imshow(overlay_rgb(arrays.data[channel, z], arrays.seg[0, z], window))
         color = FORCED_COLOR if is_forced else RANDOM_COLOR
         _draw_box(ax, (y0, y1), (x0, x1), color, linewidth=2)
         if patch_size is not None:  # the final patch: centred in the loaded one
