@@ -65,6 +65,40 @@ def _cmd_fingerprint(args) -> int:
     return 0
 
 
+# --- preprocess (nnseg_nb.preprocessing) -----------------------------------------------------
+
+
+def _add_preprocess_parser(subparsers) -> None:
+    parser = subparsers.add_parser("preprocess", help="crop, normalize and resample a dataset (nnUNetv2_preprocess)",
+                                   description="Preprocess every training case as nnU-Net's DefaultPreprocessor "
+                                               "does, into <output>/<data_identifier>/<case>.npy, <case>_seg.npy "
+                                               "and <case>.json. Cases already done with the same plans and "
+                                               "source files are skipped unless --overwrite.")
+    parser.add_argument("dataset", help="raw dataset: folder, DatasetXXX_Name, Name or id")
+    parser.add_argument("-c", "--configurations", nargs="+", required=True, metavar="CONFIG",
+                        help="configurations of the plans, e.g. 2d 3d_fullres")
+    parser.add_argument("--plans", default=None, help="plans JSON (default <output>/nnUNetPlans.json)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="the dataset's preprocessed folder (default <preprocessed>/<DatasetXXX_Name>)")
+    parser.add_argument("-np", "--num-workers", type=int, default=None,
+                        help="processes (default nnU-Net's: 8 for 2d and 3d_lowres, 4 otherwise; at most the CPU count)")
+    parser.add_argument("--overwrite", action="store_true", help="redo cases that are up to date")
+    parser.set_defaults(func=_cmd_preprocess)
+
+
+def _cmd_preprocess(args) -> int:
+    from nnseg_nb.preprocessing import preprocess_dataset
+
+    if args.num_workers is not None and args.num_workers < 1:
+        raise UserError(f"-np must be at least 1, got {args.num_workers}")
+    results = preprocess_dataset(args.dataset, args.configurations, plans=args.plans, output_folder=args.output,
+                                 num_workers=args.num_workers, overwrite=args.overwrite)
+    for result in results:
+        print(f"{result.configuration}: {len(result.processed)} preprocessed, {len(result.up_to_date)} up to date "
+              f"-> {result.folder}")
+    return 0
+
+
 # --- notebooks: run / batch / demo (nnseg_nb.runner) ------------------------------------------
 
 
@@ -195,6 +229,7 @@ def _cmd_record(args) -> int:
 
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "preprocess": _add_preprocess_parser,
     "fingerprint": _add_fingerprint_parser,
     "run": _add_run_parser,
     "batch": _add_batch_parser,
