@@ -524,10 +524,11 @@ def _is_up_to_date(folder: Path, case: str, key: str) -> bool:
     files = [folder / f"{case}.json", folder / f"{case}.npy", folder / f"{case}_seg.npy"]
     if not all(f.is_file() for f in files):
         return False
-    try:
-        return load_json(files[0]).get("preprocessing_key") == key
-    except ValueError:  # a damaged file is simply redone
-        return False
+    # The key is the first property we write (its own line), so there is no need to parse the class
+    # locations below it; anything else (an older or damaged file) is simply redone.
+    with open(files[0], "rb") as f:
+        head = f.read(200)
+    return f'\n    "preprocessing_key": "{key}",\n'.encode() in head
 
 
 def _preprocess_and_save(case: Case, folder: Path, plans: dict, configuration_name: str, dataset_json: dict,
