@@ -228,6 +228,16 @@ def test_configuration_inherits_and_reports_problems():
         pp.configuration_dict(plans, "loop1")
 
 
+def test_a_case_without_labels_gets_the_mask_as_seg():
+    data = np.zeros((1, 4, 6, 6), np.float32)
+    data[0, 1:3, 1:5, 1:5] = np.arange(32).reshape(2, 4, 4) + 1
+    data[0, 1:3, 2, 2] = 0  # a hole: filled, so inside the mask
+    props = {"spacing": [1.0, 1.0, 1.0]}
+    out, seg, properties = pp.preprocess_case(data, None, props, PLANS, "3d_fullres", {"labels": {"background": 0}})
+    assert seg.dtype == np.int8 and set(np.unique(seg)) <= {-1, 0} and "class_locations" not in properties
+    assert properties["bbox_used_for_cropping"] == [[1, 3], [1, 5], [1, 5]] and props == {"spacing": [1.0, 1.0, 1.0]}
+
+
 # --- a small dataset on disk: preprocess_dataset, files, skipping, loading, CLI -------------------------
 
 
