@@ -29,14 +29,12 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from nnseg_nb.utils import load_json
+from nnseg_nb.preprocessing import ClassKey, load_preprocessed_case, read_case_properties
 
 # Fill values for voxels of a patch that lie outside the volume: image 0, labels -1, the same
 # "outside" label the preprocessing gives background outside the nonzero mask.
 IMAGE_PAD_VALUE = 0
 SEG_PAD_VALUE = -1
-
-ClassKey = int | tuple[int, ...]  # a foreground label, or a region (the union of its labels)
 
 
 @dataclass(frozen=True)
@@ -213,14 +211,18 @@ def _require(file: Path, what: str) -> Path:
 
 
 def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path | None = None) -> CaseArrays:
-    """Open a preprocessed case memory-mapped (``<case>.npy``, ``<case>_seg.npy``) without reading it.
+    """Open a preprocessed case; ``<case>.npy`` / ``<case>_seg.npy`` are memory-mapped, not read.
 
-    ``previous_stage_folder`` holds ``<case>.npy`` (memory-mapped) or ``<case>.npz`` (key ``seg``)
-    predictions on the same grid, (Z, Y, X) or (1, Z, Y, X).
+    Folders without ``.npy`` files (nnU-Net's ``.b2nd`` or ``.npz``) are read whole, through
+    ``preprocessing.load_preprocessed_case``. ``previous_stage_folder`` holds ``<case>.npy``
+    (memory-mapped) or ``<case>.npz`` (key ``seg``) predictions on the same grid, (Z, Y, X) or (1, Z, Y, X).
     """
     folder = Path(folder)
-    data = np.load(_require(folder / f"{case}.npy", f"image of case {case!r}"), mmap_mode="r")
-    seg = np.load(_require(folder / f"{case}_seg.npy", f"segmentation of case {case!r}"), mmap_mode="r")
+    if (folder / f"{case}.npy").is_file():  # ours, or nnU-Net's unpacked .npz
+        data = np.load(folder / f"{case}.npy", mmap_mode="r")
+        seg = np.load(_require(folder / f"{case}_seg.npy", f"segmentation of case {case!r}"), mmap_mode="r")
+    else:
+        data, seg, _ = load_preprocessed_case(folder, case)
     if data.ndim != 4 or seg.shape != (1, *data.shape[1:]):
         raise ValueError(f"{folder / case}: expected image (C, Z, Y, X) and seg (1, Z, Y, X), "
                          f"got {data.shape} and {seg.shape}")
@@ -247,41 +249,36 @@ def _open_previous_seg(folder: Path, case: str, shape: tuple[int, ...]) -> np.nd
     return previous
 
 
-def parse_class_key(key: str | int) -> ClassKey:
-    """A ``class_locations`` key as read from JSON: ``"2"`` -> 2, ``"(1, 2)"`` or ``"[1, 2]"`` -> (1, 2).
-
-    >>> parse_class_key("2"), parse_class_key("(-1, 1, 2)"), parse_class_key("[2, 3]")
-    (2, (-1, 1, 2), (2, 3))
-    """
-    if isinstance(key, (int, tuple)):
-        return key
-    text = key.strip()
-    if text[:1] in "([" and text[-1:] in ")]":
-        return tuple(int(v) for v in text[1:-1].split(",") if v.strip())
-    return int(text)
-
-
 def read_class_locations(folder: str | Path, case: str) -> dict[ClassKey, np.ndarray]:
-    """``class_locations`` from ``<case>.json``: ``{label or region tuple: (N, 4) int array of [0, z, y, x]}``."""
-    file = _require(Path(folder) / f"{case}.json", f"properties of case {case!r}")
-    properties = load_json(file)
+    """A case's ``class_locations``: ``{label or region tuple: (N, 4) int array of [0, z, y, x]}``."""
+    file = Path(folder) / f"{case}.json"
+    if file.is_file():
+        properties = read_case_properties(file)
+    else:  # nnU-Net's folder: <case>.pkl
+        file = Path(folder) / f"{case}.pkl"
+        properties = load_preprocessed_case(folder, case)[2]
     if "class_locations" not in properties:
         raise ValueError(f"{file}: no 'class_locations'; preprocess the case again to sample foreground patches")
-    return {parse_class_key(k): np.asarray(v, dtype=np.int32).reshape(-1, 4)
-            for k, v in properties["class_locations"].items()}
+    return properties["class_locations"]
 
 
 class CaseReader:
     """Opens cases of one folder and reads their class locations, remembering the last ``cache_size``.
 
     Opening a memory map and parsing a JSON sidecar cost more than cutting a small patch, so a
-    stream keeps recent cases open (a memory map holds a file handle, not the data).
+    stream keeps recent cases open (a memory map holds a file handle, not the data). Cases read
+    whole (nnU-Net's compressed files) are not kept.
     """
 
     def __init__(self, folder: str | Path, previous_stage_folder: str | Path | None = None, cache_size: int = 64):
         self.folder, self.previous_stage_folder = Path(folder), previous_stage_folder
-        self.arrays = functools.lru_cache(cache_size)(self._open)
+        self.memory_mapped = functools.lru_cache(cache_size)(self._open)
         self.class_locations = functools.lru_cache(cache_size)(self._read_class_locations)
+
+    def arrays(self, case: str) -> CaseArrays:
+        if (self.folder / f"{case}.npy").is_file():
+            return self.memory_mapped(case)
+        return self._open(case)
 
     def _open(self, case: str) -> CaseArrays:
         return open_case(self.folder, case, self.previous_stage_folder)

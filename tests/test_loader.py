@@ -247,18 +247,22 @@ def test_reads_are_memory_mapped(tmp_path):
     assert reader.class_locations("blob") is locations and locations[1].shape == (8, 4)
     blob_case(tmp_path, "other")
     reader.arrays("other")
-    assert reader.arrays("blob") is not first and reader.arrays.cache_info().currsize == 1
+    assert reader.arrays("blob") is not first and reader.memory_mapped.cache_info().currsize == 1
 
 
 def test_missing_files_are_named(tmp_path):
     blob_case(tmp_path)
     settings = SamplerSettings(patch_size=(8, 8, 8), batch_size=2)
-    with pytest.raises(FileNotFoundError, match="nope.npy"):
+    with pytest.raises(FileNotFoundError, match="no preprocessed case 'nope'"):
         sample_batch(tmp_path, ["nope"], settings, batch_rng(0, 0))
-    with pytest.raises(FileNotFoundError, match="nope.npy"):  # from a thread, too
+    with pytest.raises(FileNotFoundError, match="no preprocessed case 'nope'"):  # from a thread, too
         next(background_batches(tmp_path, ["nope"], settings))
-    (tmp_path / "blob.json").unlink()
-    with pytest.raises(FileNotFoundError, match="blob.json"):
+    (tmp_path / "blob_seg.npy").rename(tmp_path / "seg.npy")
+    with pytest.raises(FileNotFoundError, match="blob_seg.npy"):
+        sample_batch(tmp_path, ["blob"], settings, batch_rng(0, 0))
+    (tmp_path / "seg.npy").rename(tmp_path / "blob_seg.npy")
+    (tmp_path / "blob.json").write_text('{"spacing": [1, 1, 1]}')
+    with pytest.raises(ValueError, match="blob.json: no 'class_locations'"):
         sample_batch(tmp_path, ["blob"], settings, batch_rng(0, 0))
     prev = SamplerSettings(patch_size=(8, 8, 8), batch_size=1, previous_stage_folder=tmp_path / "prev")
     with pytest.raises(FileNotFoundError, match="prev/blob.npy"):
@@ -283,3 +287,27 @@ def test_sampling_picture_draws_one_box_per_sample_and_marks_forced_ones(tmp_pat
         assert (loaded.get_width(), loaded.get_height()) == (12, 12) and final.get_width() == 8
         assert loaded.get_xy() == (box[2][0] - 0.5, box[1][0] - 0.5)
         assert (loaded.get_edgecolor() == red) == forced
+
+
+def test_reads_cases_written_by_preprocessing_and_nnunet_folders(tmp_path):
+    import pickle
+
+    from nnseg_nb.preprocessing import sample_class_locations, save_preprocessed_case
+
+    shape = (12, 14, 16)
+    seg = np.zeros((1, *shape), np.int16)
+    seg[0, 6, 7, 8] = 2
+    keys = [1, 2, (1, 2)]
+    properties = {"spacing": [1.0, 1.0, 1.0], "class_locations": sample_class_locations(seg, keys)}
+    save_preprocessed_case(tmp_path / "ours", "c", ramp(shape), seg, properties)
+    # nnU-Net's legacy folder: <case>.npz (data, seg) + <case>.pkl, read whole (no .npy to map)
+    (tmp_path / "nnunet").mkdir()
+    np.savez(tmp_path / "nnunet" / "c.npz", data=ramp(shape), seg=seg)
+    with open(tmp_path / "nnunet" / "c.pkl", "wb") as f:
+        pickle.dump(properties, f)
+    settings = SamplerSettings(patch_size=(4, 4, 4), batch_size=8, oversample_foreground_percent=1.0)
+    for folder in ("ours", "nnunet"):
+        batch = sample_batch(tmp_path / folder, ["c"], settings, batch_rng(0, 0))
+        assert set(batch["selected_classes"]) == {2, (1, 2)}  # class 1 is absent
+        assert (batch["seg"][:, 0, 2, 2, 2] == 2).all()
+        assert batch["crop_boxes"][0].tolist() == [[4, 8], [5, 9], [6, 10]]
