@@ -73,15 +73,17 @@ class SamplerSettings:
 
     @property
     def need_to_pad(self) -> tuple[int, int, int]:
-        """How far beyond the volume a random patch may reach, in total per axis.
+        """How far beyond the volume a random patch may reach, in total per axis: ``initial - final``.
 
-        ``initial - final``, so that the final patch, cut from the centre after augmentation, can
-        still reach the border. nnU-Net 2.8 computes 0 for 2D: its loader replaces the final 2D patch
-        by ``(1, *initial)`` before subtracting (``nnUNetDataLoader.__init__``); we keep that.
+        So the final patch, cut from the centre after augmentation, can still reach the border.
+        0 along the slice axis of a 2D patch. (nnU-Net 2.8.1 does this for 2D too; some earlier
+        versions padded 2D patches by 0, replacing the final patch by ``(1, *initial)``.)
+
+        >>> SamplerSettings(patch_size=(56, 40), initial_patch_size=(65, 65)).need_to_pad
+        (0, 9, 25)
         """
-        if self.is_2d:
-            return (0, 0, 0)
-        return tuple(int(i) - int(p) for i, p in zip(self.loaded_patch_size, self.patch_size))
+        final = (1, *self.patch_size) if self.is_2d else tuple(self.patch_size)
+        return tuple(int(i) - int(p) for i, p in zip(self.loaded_patch_size, final))
 
     def forced_foreground(self) -> list[bool]:
         """Which positions of a batch are forced to foreground: ``j >= round(bs * (1 - percent))``.

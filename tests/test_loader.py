@@ -2,13 +2,15 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from nnseg_nb.loader import (CaseReader, SamplerSettings, background_batches, batch_rng, choose_lower_corner,
-                             lower_corner_bounds, make_dataloader, open_case, read_class_locations, sample_batch)
+from nnseg_nb.loader import (CaseReader, SamplerSettings, background_batches, batch_rng, choose_class,
+                             choose_lower_corner, lower_corner_bounds, make_dataloader, open_case,
+                             read_class_locations, sample_batch)
 
 
 def class_locations_of(seg, keys):
@@ -120,16 +122,22 @@ def test_2d_patches_come_from_3d_volumes_without_the_slice_axis(tmp_path):
     seg[0, 3, 10, 12] = 2
     write_case(tmp_path, "vol", data, seg, keys=(2,))
     settings = SamplerSettings(patch_size=(12, 16), initial_patch_size=(16, 20), batch_size=3)
-    assert settings.is_2d and settings.need_to_pad == (0, 0, 0)  # nnU-Net 2.8 pads nothing in 2D
-    for batch in batches(tmp_path, ["vol"], settings, seed=0, n=20):
+    assert settings.is_2d and settings.need_to_pad == (0, 4, 4)  # no padding along the slice axis
+    corners = set()
+    for batch in batches(tmp_path, ["vol"], settings, seed=0, n=30):
         assert batch["image"].shape == (3, 2, 16, 20) and batch["seg"].shape == (3, 1, 16, 20)
         for j, box in enumerate(batch["crop_boxes"].tolist()):
             (z0, z1), (y0, y1), (x0, x1) = box
-            assert z1 - z0 == 1 and 0 <= z0 < 6 and 0 <= y0 <= 4 and 0 <= x0 <= 4
-            np.testing.assert_array_equal(batch["image"][j].numpy(), data[:, z0, y0:y1, x0:x1])
+            corners.add((y0, x0))
+            assert z1 - z0 == 1 and 0 <= z0 < 6 and -2 <= y0 <= 6 and -2 <= x0 <= 6  # lb -2, ub shape + 2 - patch
+            inside = np.s_[max(y0, 0):min(y1, 20), max(x0, 0):min(x1, 24)]
+            patch_inside = np.s_[max(-y0, 0):16 - max(y1 - 20, 0), max(-x0, 0):20 - max(x1 - 24, 0)]
+            np.testing.assert_array_equal(batch["image"][j][(slice(None), *patch_inside)].numpy(),
+                                          data[(slice(None), z0, *inside)])
         # the forced sample is cut from the voxel's slice and centred on it
         assert batch["crop_boxes"][2, 0].tolist() == [3, 4]
         assert batch["seg"][2, 0, 8, 10] == 2
+    assert {y for y, _ in corners} >= {-2, 6} and {x for _, x in corners} >= {-2, 6}
 
 
 def test_class_choice_is_uniform_over_present_classes_not_voxels(tmp_path):
@@ -311,3 +319,47 @@ def test_reads_cases_written_by_preprocessing_and_nnunet_folders(tmp_path):
         assert set(batch["selected_classes"]) == {2, (1, 2)}  # class 1 is absent
         assert (batch["seg"][:, 0, 2, 2, 2] == 2).all()
         assert batch["crop_boxes"][0].tolist() == [[4, 8], [5, 9], [6, 10]]
+
+
+# --- parity with nnU-Net's nnUNetDataLoader.get_bbox (tests/fixtures/make_loader.py) -------------------
+
+GET_BBOX = json.loads((Path(__file__).parent / "fixtures" / "loader" / "get_bbox.json").read_text())
+
+
+def _settings(record, **kw):
+    return SamplerSettings(patch_size=tuple(record["final"]), initial_patch_size=tuple(record["initial"]), **kw)
+
+
+def _key(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def test_nnunet_parity_forced_positions():
+    for batch_size, forced in GET_BBOX["forced"].items():
+        assert SamplerSettings(patch_size=(8, 8, 8), batch_size=int(batch_size)).forced_foreground() == forced
+
+
+@pytest.mark.parametrize("record", GET_BBOX["bounds"], ids=lambda r: f"{r['initial']}-{r['final']}-{r['shape']}")
+def test_nnunet_parity_bounds(record):
+    settings = _settings(record)
+    assert lower_corner_bounds(record["shape"], settings.loaded_patch_size, settings.need_to_pad) == \
+        (record["lbs"], record["ubs"])
+
+
+def test_nnunet_parity_centred_corners():
+    for record in GET_BBOX["centred"]:
+        has_ignore = record.get("has_ignore", False)
+        settings = _settings(record, has_ignore=has_ignore)
+        key = 1 if record["forced"] else (-1, 0, 1, 2)
+        corner, selected = choose_lower_corner(record["shape"], settings, record["forced"],
+                                               {key: np.array([[0, *record["voxel"]]])}, np.random.default_rng(0))
+        assert (corner, selected) == (record["corner"], key), record
+
+
+def test_nnunet_parity_eligible_classes():
+    all_keys = [1, 2, (1, 2), (-1, 0, 1, 2)]
+    for record in GET_BBOX["eligible"]:
+        present = {_key(k) for k in record["present"]}
+        class_locations = {k: np.zeros((1 if k in present else 0, 4), int) for k in all_keys}
+        chosen = {choose_class(class_locations, np.random.default_rng(seed)) for seed in range(64)}
+        assert chosen == {_key(k) for k in record["eligible"]}
