@@ -232,34 +232,26 @@ def _sample_image(image: Tensor, centered: list[Tensor]) -> Tensor:
 
 
 def _sample_labels(seg: Tensor, samples: list[int], centered: list[Tensor]) -> Tensor:
-    """Labels at fractional voxel coordinates, as nnU-Net samples them (``bg_style_seg_sampling=False``):
-    every label's mask is linearly interpolated (x1000, compared in float16, ties to the lower label) and
-    the largest wins; outside the input, -1.
+    """Labels at the sampling points, as batchgeneratorsv2 0.3.6 samples them for nnU-Net: the seg is padded
+    with the label -1 (``border_mode_seg="constant"``), every label's mask is linearly interpolated (x1000,
+    compared in float16), the largest wins, and a tie goes to the nearest voxel's label when it is among the
+    tied ones (``seg_tiebreak="nearest"``), else to the lowest label. So a point up to half a voxel past the
+    loaded patch keeps the edge label, and one further out becomes -1.
 
     seg (B, S, *in); ``samples``: the B-indices the ``centered`` coordinates (d tensors (N, *out)) are for.
     Returns (N, S, *out). Computed from the 2^d neighbours, not one interpolation per label: where they
     all carry one label it wins, so only the points on label borders are scored.
     """
-    s, spatial, n, d = seg.shape[1], seg.shape[2:], len(samples), len(centered)
-    # a copy of the last voxel past the end of every axis, so that the upper neighbour of a clamped lower
-    # corner exists and neighbour k of flat index i is at i + offsets[k]
-    padded = seg[samples]
-    for axis in range(d):
-        padded = torch.cat([padded, padded.narrow(2 + axis, spatial[axis] - 1, 1)], 2 + axis)
+    s, n, d = seg.shape[1], len(samples), len(centered)
+    # padding: 1 voxel before and 2 after each axis, so that points clamped to [-1, size] have all neighbours
+    padded = F.pad(seg[samples], [1, 2] * d, value=OUTSIDE_LABEL)
     strides = [math.prod(padded.shape[3 + a:]) for a in range(d)]
     index = torch.arange(n * s, device=seg.device, dtype=torch.int32).view(n, s, 1) * padded[0, 0].numel()
-    outside = torch.zeros((n, 1, centered[0][0].numel()), dtype=torch.bool, device=seg.device)
-    coordinates = []
-    for c, size, stride in zip(centered, spatial, strides):
-        c = c.reshape(n, 1, -1)
-        # outside = beyond the centers of the first or last voxels, tested as batchgeneratorsv2 does it (on
-        # the normalized grid, in float32), so that points exactly on the edge go the same way
-        limit = 1 - 1 / torch.tensor(size, dtype=c.dtype)
-        normalized = c / (size / 2)
-        outside |= (normalized < -limit) | (normalized > limit)
-        c = c + (size - 1) / 2  # voxel coordinate
+    coordinates = []  # voxel coordinates (N, 1, P), clamped: beyond one voxel out there is only padding
+    for c, size, stride in zip(centered, seg.shape[2:], strides):
+        c = (c.reshape(n, 1, -1) + (size - 1) / 2).clamp_(-1, size)
         coordinates.append(c)
-        index = index + c.clamp(0, size - 1).int().mul_(stride)  # int() is floor() here; int32: cheap gathers
+        index = index + (c + 1).int().mul_(stride)  # int() is floor() for c + 1 >= 0; int32: cheap gathers
     corners = list(itertools.product((0, 1), repeat=d))
     flat = padded.reshape(-1)
 
@@ -275,21 +267,35 @@ def _sample_labels(seg: Tensor, samples: list[int], centered: list[Tensor]) -> T
         torch.maximum(largest, neighbour, out=largest)
     border = (smallest != largest).nonzero(as_tuple=True)  # (sample, channel, point)
     if len(border[0]):
-        candidates = torch.stack([take(corner, index[border]) for corner in corners])  # (2^d, M)
-        fractions = [c[border[0], 0, border[2]] for c in coordinates]
-        fractions = [f - f.floor() for f in fractions]
-        weights = torch.stack([math.prod(f if bit else 1 - f for f, bit in zip(fractions, corner))
-                               for corner in corners]) * 1000
-        best, winner = None, None
-        for label in torch.unique(candidates).tolist():  # ascending, so ties keep the lower label
-            score = torch.where(candidates == label, weights, 0).sum(0).half()
-            if best is None:
-                best, winner = score, torch.full_like(candidates[0], label)
-            else:
-                winner = winner.masked_fill(score > best, label)
-                best = torch.maximum(best, score)
-        result[border] = winner
-    return result.masked_fill_(outside, OUTSIDE_LABEL).view(n, s, *centered[0].shape[1:])
+        result[border] = _vote(torch.stack([take(corner, index[border]) for corner in corners]),
+                               [c[border[0], 0, border[2]] for c in coordinates])
+    return result.view(n, s, *centered[0].shape[1:])
+
+
+def _vote(candidates: Tensor, coordinates: list[Tensor]) -> Tensor:
+    """The label of each point from its 2^d neighbours' labels (2^d, M) and its coordinates (d tensors (M,))."""
+    lower = [c.floor() for c in coordinates]
+    fractions = [c - f for c, f in zip(coordinates, lower)]
+    corners = list(itertools.product((0, 1), repeat=len(coordinates)))
+    weights = torch.stack([math.prod(f if bit else 1 - f for f, bit in zip(fractions, corner))
+                           for corner in corners]) * 1000
+
+    def score(label: Tensor) -> Tensor:
+        return torch.where(candidates == label, weights, 0).sum(0).half()
+
+    best, winner = None, None
+    for label in torch.unique(candidates).tolist():  # ascending, so ties keep the lower label...
+        current = score(torch.tensor(label, dtype=candidates.dtype, device=candidates.device))
+        if best is None:
+            best, winner = current, torch.full_like(candidates[0], label)
+        else:
+            winner = winner.masked_fill(current > best, label)
+            best = torch.maximum(best, current)
+    # ... unless the nearest neighbour's label is among them (grid_sample "nearest": round half to even)
+    nearest_bits = [(c.round() - f).long() for c, f in zip(coordinates, lower)]
+    nearest_corner = sum(bit << (len(coordinates) - 1 - a) for a, bit in enumerate(nearest_bits))
+    nearest = candidates.gather(0, nearest_corner[None])[0]
+    return torch.where(score(nearest) == best, nearest, winner)
 
 
 @dataclass
@@ -297,7 +303,7 @@ class SpatialTransform(Transform):
     """Rotation and scaling (per sample), then the final patch from the center of the larger loaded patch.
 
     Image: trilinear/bilinear ``grid_sample``, zero padding, ``align_corners=False``. Seg: per-label mask
-    interpolation + argmax; voxels sampled from outside the loaded patch get -1. Samples with neither
+    interpolation + argmax with the outside counted as label -1 (see ``_sample_labels``). Samples with neither
     rotation nor scaling are an exact integer center crop (start ``shape//2 - patch//2``), as in nnU-Net.
     ``dummy_2d``: a 3D patch is augmented per axial slice (nnU-Net's Convert3DTo2D/2DTo3D around it):
     one in-plane angle, scaling in-plane, axis 0 untouched (the loader already cut it to ``patch_size[0]``).

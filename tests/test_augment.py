@@ -239,20 +239,24 @@ def test_spatial_2d_rotation_and_scaling_geometry():
 
 
 def nnunet_style_labels(seg: torch.Tensor, centered: list[torch.Tensor]) -> torch.Tensor:
-    """batchgeneratorsv2's seg sampling: grid_sample of every label's mask x1000, float16 running argmax."""
+    """batchgeneratorsv2 0.3.6's seg sampling, rewritten: one grid_sample per label mask (x1000, float16),
+    the outside counted as label -1, running argmax (ties to the lower label), then the nearest neighbour's
+    label wherever its score equals the top one."""
     spatial = seg.shape[2:]
     grid = torch.stack([c / (s / 2) for c, s in zip(centered, spatial)][::-1], -1)
-    result, best = None, None
-    for label in torch.unique(seg).tolist():
-        score = F.grid_sample((seg == label).float() * 1000, grid, align_corners=False).half()
+    nearest = (F.grid_sample(seg.float() + 1, grid, mode="nearest", align_corners=False) - 1).to(seg.dtype)
+    result, best, nearest_score = None, None, None
+    for label in torch.unique(torch.cat([seg.flatten(), torch.tensor([-1], dtype=seg.dtype)])).tolist():
+        outside = 1.0 if label == -1 else 0.0  # sample (mask - outside) with zeros padding, add it back
+        mask = ((seg == label).float() - outside) * 1000
+        score = (F.grid_sample(mask, grid, align_corners=False) + 1000 * outside).half()
+        nearest_score = torch.where(nearest == label, score, nearest_score if best is not None else -math.inf)
         if best is None:
             result, best = torch.full(score.shape, label, dtype=seg.dtype), score
         else:
             result[score > best] = label
             best = torch.maximum(best, score)
-    limit = torch.tensor([1 - 1 / torch.tensor(s, dtype=torch.float32) for s in spatial[::-1]])
-    result[((grid < -limit) | (grid > limit)).any(-1).unsqueeze(1).expand_as(result)] = -1
-    return result
+    return torch.where(nearest_score == best, nearest, result)
 
 
 @pytest.mark.parametrize("spatial, patch", [((30, 34, 32), (20, 24, 22)), ((40, 44), (30, 32))])
@@ -263,7 +267,7 @@ def test_label_sampling_matches_per_label_interpolation(spatial, patch):
     centered = A._centered_coordinates(params["affine"], patch, seg.float())
     ours = A._sample_labels(seg, [0, 1, 2], centered).view(3, 1, *patch)
     reference = nnunet_style_labels(seg, centered)
-    assert (ours != reference).float().mean() < 1e-4  # float rounding may flip a near-tie, nothing more
+    assert (ours != reference).float().mean() < 2e-4  # float rounding may flip a near-tie, nothing more
     assert set(torch.unique(ours).tolist()) <= {-1, 0, 1, 2, 3}
 
 
@@ -274,6 +278,16 @@ def test_spatial_seg_stays_in_label_set_and_marks_outside():
     assert set(torch.unique(out["seg"]).tolist()) <= {-1, 0, 1, 2}
     assert (out["seg"][:, :, 0, 0, 0] == -1).all()  # zoomed out: the corners read from outside
     assert (out["image"][:, :, 0, 0, 0] == 0).all()
+
+
+def test_spatial_outside_is_label_minus_one_beyond_half_a_voxel():
+    seg = torch.ones(1, 1, 1, 10, dtype=torch.int16)  # a 1 x 10 strip, voxel centers 0..9
+    t = A.SpatialTransform((1, 10))
+    # scale 1.1 reads x = 4.5 + 1.1 * (-4.5 ... 4.5) = -0.45 ... 9.45: less than half a voxel out
+    assert t.apply({"image": seg.float(), "seg": seg}, spatial_params([0.0], 1.1))["seg"].flatten().tolist() == [1] * 10
+    # scale 1.2 reads -0.9 ... 9.9: the end points are mostly padding
+    out = t.apply({"image": seg.float(), "seg": seg}, spatial_params([0.0], 1.2))["seg"].flatten().tolist()
+    assert out == [-1] + [1] * 8 + [-1]
 
 
 def test_spatial_dummy_2d_warps_every_slice_alike():
@@ -291,7 +305,7 @@ def test_spatial_dummy_2d_warps_every_slice_alike():
 
 @pytest.mark.skipif(not (FIXTURES / "spatial.npz").exists(), reason="no fixture")
 def test_spatial_matches_batchgeneratorsv2():
-    """Same affine as batchgeneratorsv2 drew -> the same patch (image to float tolerance, seg voxel-wise)."""
+    """Same affine as batchgeneratorsv2 drew -> the same patch (image to float tolerance, seg exactly)."""
     cases = np.load(FIXTURES / "spatial.npz")
     for i in range(int(cases["count"])):
         image, seg = torch.from_numpy(cases[f"image_{i}"]), torch.from_numpy(cases[f"seg_{i}"])
@@ -301,9 +315,8 @@ def test_spatial_matches_batchgeneratorsv2():
         params = {"rotate": torch.tensor([warped]), "scale": torch.tensor([False]),
                   "affine": affine if warped else torch.eye(len(patch) - dummy_2d, dtype=torch.float64)[None]}
         out = A.SpatialTransform(patch, dummy_2d=dummy_2d).apply({"image": image[None], "seg": seg[None]}, params)
-        torch.testing.assert_close(out["image"][0], torch.from_numpy(cases[f"out_image_{i}"]), atol=2e-5, rtol=0)
-        expected = torch.from_numpy(cases[f"out_seg_{i}"])
-        assert (out["seg"][0] != expected).float().mean() < 1e-3, i
+        torch.testing.assert_close(out["image"][0], torch.from_numpy(cases[f"out_image_{i}"]), atol=1e-5, rtol=0)
+        assert torch.equal(out["seg"][0], torch.from_numpy(cases[f"out_seg_{i}"])), i
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -409,6 +422,28 @@ def test_brightness_multiplies_per_channel():
     torch.testing.assert_close(out[:, :, 0], torch.tensor([[0.8, 1.2], [1.0, 1.0]]))
 
 
+@pytest.mark.skipif(not (FIXTURES / "intensity.npz").exists(), reason="no fixture")
+def test_intensity_transforms_match_batchgeneratorsv2():
+    cases = np.load(FIXTURES / "intensity.npz")
+    image = torch.from_numpy(cases["image"])[None]
+    both = torch.tensor([True])
+    channels = torch.tensor([[True, True]])
+    factors = torch.from_numpy(cases["factors"]).double()[None]
+    outputs = {
+        "blur": A.GaussianBlur().apply({"image": image}, {"applied": both, "channels": channels,
+                                                          "sigmas": torch.from_numpy(cases["blur_sigmas"])[None]}),
+        "brightness": A.MultiplicativeBrightness().apply({"image": image}, {"applied": both, "multipliers": factors}),
+        "contrast": A.Contrast().apply({"image": image}, {"applied": both, "factors": factors}),
+        "lowres": A.SimulateLowResolution().apply({"image": image}, {"applied": both, "channels": channels,
+                                                                     "zooms": torch.from_numpy(cases["zooms"])[None]}),
+    }
+    for invert in (0, 1):
+        params = {"applied": both, "gammas": torch.from_numpy(cases["gammas"]).double()[None]}
+        outputs[f"gamma_invert_{invert}"] = A.Gamma(invert=bool(invert)).apply({"image": image}, params)
+    for name, out in outputs.items():
+        torch.testing.assert_close(out["image"][0], torch.from_numpy(cases[name]), atol=2e-5, rtol=1e-5, msg=name)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # mirroring, masking, labels, cascade, regions, deep supervision
 # ---------------------------------------------------------------------------------------------------------
@@ -466,6 +501,15 @@ def test_deep_supervision_pyramid():
     assert targets[0] is seg and all(t.dtype == torch.int16 for t in targets)
     expected = F.interpolate(seg.float(), (8, 5, 3), mode="nearest-exact").to(torch.int16)
     assert torch.equal(targets[2], expected)
+
+
+@pytest.mark.skipif(not (FIXTURES / "targets.npz").exists(), reason="no fixture")
+def test_deep_supervision_pyramid_matches_batchgeneratorsv2():
+    cases = np.load(FIXTURES / "targets.npz")
+    seg = torch.from_numpy(cases["seg"])[None]
+    targets = A.DownsampleSegForDS(cases["scales"].tolist())({"seg": seg}, gen())["seg"]
+    for i, target in enumerate(targets):
+        assert torch.equal(target[0], torch.from_numpy(cases[f"level_{i}"])), i
 
 
 def test_structuring_elements():
