@@ -23,6 +23,8 @@ Labels are written as uint8, or uint16 when a value exceeds 255.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -31,8 +33,11 @@ import numpy as np
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 NATURAL_2D_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
-# What nnU-Net can read (its readers' supported endings); used to check `file_ending`.
+# What nnseg_nb reads (used to check a dataset's `file_ending`).
 SUPPORTED_ENDINGS = NIFTI_ENDINGS + NATURAL_2D_ENDINGS + (".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
+# What nnU-Net v2's own readers accept (their `supported_file_endings`): a dataset in another format works
+# here but not in nnU-Net (.jpg is left out there on purpose: lossy compression breaks label maps).
+NNUNET_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".png", ".bmp", ".tif", ".tiff")
 
 # Header fields that carry a NIfTI file's geometry; copied verbatim so a written file matches the read one.
 _NIFTI_GEOMETRY_FIELDS = (
@@ -123,6 +128,8 @@ def _read_natural_2d(path: Path) -> tuple[np.ndarray, dict]:
 
     try:
         with Image.open(path) as image:
+            if getattr(image, "n_frames", 1) > 1:  # Pillow would silently return the first page only
+                raise ImageReadError(f"{path}: multi-page (3D) TIFF with {image.n_frames} pages; only 2D images are supported")
             array = np.asarray(image)
     except (UnidentifiedImageError, OSError) as e:
         raise ImageReadError(f"{path}: not a readable 2D image ({e})") from None
@@ -149,7 +156,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     except ImageReadError:
         raise
     except Exception as e:  # truncated gzip, garbage bytes, bad header ...: say which file, not where in nibabel
-        raise ImageReadError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from None
+        detail = str(e).replace(str(path), path.name)
+        raise ImageReadError(f"{path}: cannot be read as an image ({type(e).__name__}: {detail})") from None
 
 
 def read_case(image_files: Sequence[str | os.PathLike]) -> tuple[np.ndarray, dict]:
@@ -250,13 +258,16 @@ def write_image(array: np.ndarray, path: str | os.PathLike, props: dict) -> None
         raise ValueError(f"{path}: expected a (Z, Y, X) array, got shape {array.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{file_ending(path)}")
+    writer = {"nibabel": _write_nifti, "simpleitk": _write_sitk, "natural2d": _write_natural_2d}[reader_kind(path)]
+    # Write under the final name in a private temporary folder, then move in: readers never see half a file,
+    # and a detached header (x.mhd) keeps naming its data file (x.zraw) by its final name.
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        {"nibabel": _write_nifti, "simpleitk": _write_sitk, "natural2d": _write_natural_2d}[reader_kind(path)](array, tmp, props)
-        os.replace(tmp, path)
+        writer(array, tmp_dir / path.name, props)
+        for produced in sorted(tmp_dir.iterdir(), key=lambda f: f.name == path.name):  # the header last
+            os.replace(produced, path.parent / produced.name)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _write_nifti(array: np.ndarray, path: Path, props: dict) -> None:
@@ -270,7 +281,10 @@ def _write_nifti(array: np.ndarray, path: Path, props: dict) -> None:
         for field, value in props["nifti"].items():
             image.header[field] = value
     else:
-        affine = np.diag(list(props.get("spacing", [1.0, 1.0, 1.0])[::-1]) + [1.0])
+        if "sitk" in props:  # e.g. a .nrrd label written as .nii.gz: keep its position and orientation
+            affine = _affine_from_sitk(props["sitk"])
+        else:
+            affine = np.diag(list(props.get("spacing", [1.0, 1.0, 1.0])[::-1]) + [1.0])
         image = nib.Nifti1Image(data, affine)
         image.header.set_qform(affine, code=1)
         image.header.set_sform(affine, code=1)
@@ -282,6 +296,8 @@ def _write_sitk(array: np.ndarray, path: Path, props: dict) -> None:
     import SimpleITK as sitk
 
     geometry = props.get("sitk")
+    if geometry is None and "nifti" in props:  # a NIfTI image written as .nrrd/.mha: same physical geometry
+        geometry = _sitk_geometry_from_affine(_nifti_affine(props))
     if geometry is not None and geometry.get("dimension") == 2:
         image = sitk.GetImageFromArray(array[0])
     else:
@@ -293,6 +309,31 @@ def _write_sitk(array: np.ndarray, path: Path, props: dict) -> None:
     else:
         image.SetSpacing([float(s) for s in props.get("spacing", [1.0, 1.0, 1.0])[::-1]])
     sitk.WriteImage(image, str(path), True)
+
+
+# ITK stores origin and direction in LPS coordinates, NIfTI its affine in RAS: x and y change sign.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _affine_from_sitk(geometry: dict) -> np.ndarray:
+    """The RAS voxel-to-world affine of a SimpleITK geometry (as ITK's NIfTI writer computes it)."""
+    dim = geometry["dimension"]
+    direction, spacing, origin = np.eye(3), np.ones(3), np.zeros(3)
+    direction[:dim, :dim] = np.reshape(geometry["direction"], (dim, dim))
+    spacing[:dim] = geometry["spacing"]
+    origin[:dim] = geometry["origin"]
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
+    affine[:3, 3] = _LPS_TO_RAS @ origin
+    return affine
+
+
+def _sitk_geometry_from_affine(affine: np.ndarray) -> dict:
+    """SimpleITK spacing, origin and direction (LPS) of a RAS NIfTI affine; inverse of ``_affine_from_sitk``."""
+    lps = _LPS_TO_RAS @ np.asarray(affine, dtype=float)[:3, :3]
+    spacing = np.linalg.norm(lps, axis=0)
+    return {"dimension": 3, "spacing": spacing.tolist(), "origin": (_LPS_TO_RAS @ affine[:3, 3]).tolist(),
+            "direction": (lps / spacing).ravel().tolist()}
 
 
 def _write_natural_2d(array: np.ndarray, path: Path, props: dict) -> None:
