@@ -188,25 +188,35 @@ def label_problems(labels: dict, regions_class_order: list | None = None) -> lis
     if values and values != list(range(values[-1] + 1)):
         missing = sorted(set(range(values[-1] + 1)) - set(values))
         problems.append(f"label values must be consecutive from 0; missing {missing}")
+    if isinstance(labels.get("ignore"), (list, tuple)):
+        problems.append(f"the ignore label must be one integer, not a region, found {labels['ignore']!r}")
     if "ignore" in labels and isinstance(labels["ignore"], int) and values and labels["ignore"] != values[-1] + 1:
         problems.append(f"the ignore label must be the largest value ({values[-1] + 1}), found {labels['ignore']}")
     has_regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for k, v in labels.items() if k != "ignore")
     if has_regions and not regions_class_order:
         problems.append("region-based labels need 'regions_class_order'")
+    elif has_regions and not isinstance(regions_class_order, (list, tuple)):
+        problems.append(f"'regions_class_order' must be a list of label values, found {regions_class_order!r}")
+    elif has_regions and not problems:
+        # nnU-Net's regions: every entry but `ignore` and background-only ones (0 or [0]).
+        num_regions = sum(1 for k, v in labels.items() if k != "ignore" and set(v if isinstance(v, (list, tuple)) else [v]) != {0})
+        if len(regions_class_order) != num_regions:
+            problems.append(f"'regions_class_order' has {len(regions_class_order)} entries but there are {num_regions} regions")
     return problems
 
 
 # --- case discovery ------------------------------------------------------------------------------
 
 
-def _channel_pattern(file_ending: str) -> re.Pattern:
+def channel_file_pattern(file_ending: str) -> re.Pattern:
+    """``{case}_{XXXX}{file_ending}``, with groups ``case`` and ``channel``."""
     return re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending) + "$")
 
 
 def find_image_cases(folder: str | os.PathLike, file_ending: str) -> dict[str, list[Path]]:
     """Group ``{case}_{XXXX}{ending}`` files of an images folder by case, channel files in order."""
     folder = Path(folder)
-    pattern = _channel_pattern(file_ending)
+    pattern = channel_file_pattern(file_ending)
     cases: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         match = pattern.match(path.name)
