@@ -8,7 +8,7 @@ environment again) and with a default under the working directory, so nothing ne
     True
 
 A dataset can be named by its folder path, by ``Dataset004_Hippocampus``, by ``Hippocampus``
-or by its id (``4``, ``004``); :func:`find_dataset` resolves any of them.
+or by its id (``4``, ``004``, ``Dataset004``); :func:`find_dataset` resolves any of them.
 """
 
 from __future__ import annotations
@@ -64,16 +64,21 @@ def parse_dataset_folder_name(folder_name: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-def _datasets_in(root: Path) -> list[str]:
+def list_datasets(root: str | os.PathLike) -> list[str]:
+    """The ``DatasetXXX_Name`` folders in ``root``, sorted (none if it does not exist)."""
+    root = Path(root)
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and _DATASET_FOLDER.match(p.name))
+
 
 
 def _matches(folder_name: str, query: str) -> bool:
     dataset_id, name = parse_dataset_folder_name(folder_name)
     if query.isdigit():
         return int(query) == dataset_id
+    if re.fullmatch(r"Dataset\d{3}", query):  # nnU-Net also accepts the bare prefix
+        return int(query[7:]) == dataset_id
     return query == folder_name or query == name or query.lower() == name.lower()
 
 
@@ -88,12 +93,12 @@ def dataset_name(name_or_id: str | int, roots: list[Path] | None = None) -> str:
     if Path(query).is_dir() and _DATASET_FOLDER.match(Path(query).resolve().name):
         return Path(query).resolve().name
     roots = roots if roots is not None else [raw_root(), preprocessed_root(), results_root()]
-    found = sorted({name for root in roots for name in _datasets_in(root) if _matches(name, query)})
+    found = sorted({name for root in roots for name in list_datasets(root) if _matches(name, query)})
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
         raise ValueError(f"dataset {query!r} is ambiguous: it matches {', '.join(found)}; name it in full")
-    existing = sorted({name for root in roots for name in _datasets_in(root)})
+    existing = sorted({name for root in roots for name in list_datasets(root)})
     where = ", ".join(str(r) for r in roots)
     listing = ", ".join(existing) if existing else "none"
     raise FileNotFoundError(f"no dataset {query!r} in {where} (datasets there: {listing})")
@@ -106,6 +111,8 @@ def find_dataset(name_or_id: str | int | os.PathLike, root: Path | None = None) 
     Traceback (most recent call last):
     FileNotFoundError: ...
     """
+    if isinstance(name_or_id, int):  # an id, never a path
+        name_or_id = str(name_or_id)
     as_path = Path(name_or_id)
     if as_path.is_dir():
         return as_path
@@ -113,3 +120,8 @@ def find_dataset(name_or_id: str | int | os.PathLike, root: Path | None = None) 
         raise FileNotFoundError(f"{as_path}: no such dataset folder")
     root = raw_root() if root is None else Path(root)
     return root / dataset_name(name_or_id, roots=[root])
+
+
+def resolve_dataset(name_or_id: str | int | os.PathLike) -> Path:
+    """The raw folder of a dataset named by path, ``DatasetXXX_Name``, ``Name`` or id (see :func:`find_dataset`)."""
+    return find_dataset(name_or_id)
