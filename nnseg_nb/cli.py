@@ -28,6 +28,30 @@ class UserError(Exception):
 # --- subcommands (each: _add_<name>_parser + _cmd_<name>) -------------------------------------
 
 
+# --- verify / convert (nnseg_nb.verify, nnseg_nb.convert) ---------------------------------------
+
+
+def _add_verify_parser(subparsers) -> None:
+    parser = subparsers.add_parser("verify", help="check a raw dataset (nnU-Net's --verify_dataset_integrity, and more)",
+                                   description="Read every case of a raw dataset and report every problem, one line "
+                                               "each (<file>: error|warning: <what>), then a summary. Exits 1 if "
+                                               "there are errors, 0 otherwise (warnings allowed).")
+    parser.add_argument("dataset", help="raw dataset: folder, DatasetXXX_Name, Name or id")
+    parser.add_argument("-np", "--num-workers", type=int, default=None,
+                        help="processes reading cases (default min(4, CPU count))")
+    parser.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args) -> int:
+    from nnseg_nb.verify import verify_dataset
+
+    if args.num_workers is not None and args.num_workers < 1:
+        raise UserError(f"-np must be at least 1, got {args.num_workers}")
+    report = verify_dataset(args.dataset, num_workers=args.num_workers)
+    print(report)
+    return 0 if report.ok else 1
+
+
 # --- fingerprint (nnseg_nb.fingerprint) -------------------------------------------------------
 
 
@@ -229,6 +253,7 @@ def _cmd_record(args) -> int:
 
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "verify": _add_verify_parser,
     "preprocess": _add_preprocess_parser,
     "fingerprint": _add_fingerprint_parser,
     "run": _add_run_parser,
