@@ -22,18 +22,17 @@ import pickle
 import shutil
 import tempfile
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
 from nnseg_nb import io
 from nnseg_nb.dataset import Case, find_cases, load_dataset_json
+from nnseg_nb.parallel import map_in_processes
 from nnseg_nb.paths import find_dataset, preprocessed_root
 from nnseg_nb.resampling import RESAMPLING_FUNCTIONS, compute_new_shape
 from nnseg_nb.utils import atomic_save_npy, atomic_write_bytes, load_json, to_builtin
@@ -531,43 +530,28 @@ def _is_up_to_date(folder: Path, case: str, key: str) -> bool:
     return f'\n    "preprocessing_key": "{key}",\n'.encode() in head
 
 
-def _preprocess_and_save(case: Case, folder: Path, plans: dict, configuration_name: str, dataset_json: dict,
-                         key: str) -> str:
+class _CaseJob(NamedTuple):
+    """One case to preprocess and store (what a worker process receives)."""
+
+    case: Case
+    folder: Path
+    plans: dict
+    configuration_name: str
+    dataset_json: dict
+    key: str
+
+
+def _preprocess_and_save(job: _CaseJob) -> str:
     """Read, preprocess and store one case (runs in a worker process)."""
+    case = job.case
     data, props = io.read_case(case.images)
     seg = io.read_seg(case.label)[0] if case.label is not None else None
     try:
-        data, seg, properties = preprocess_case(data, seg, props, plans, configuration_name, dataset_json)
+        data, seg, properties = preprocess_case(data, seg, props, job.plans, job.configuration_name, job.dataset_json)
     except ValueError as e:
         raise ValueError(f"case {case.identifier}: {e}") from None
-    save_preprocessed_case(folder, case.identifier, data, seg, {"preprocessing_key": key, **properties})
+    save_preprocessed_case(job.folder, case.identifier, data, seg, {"preprocessing_key": job.key, **properties})
     return case.identifier
-
-
-def _run_jobs(jobs: list[tuple], num_workers: int, progress: bool, description: str) -> list[str]:
-    """Run ``_preprocess_and_save(*job)`` for every job, in worker processes when ``num_workers > 1``."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(jobs), desc=description, **({} if progress else {"disable": True}))
-    done = []
-    try:
-        if num_workers <= 1:
-            for job in jobs:
-                done.append(_preprocess_and_save(*job))
-                bar.update()
-            return done
-        # spawn, as nnU-Net: safe in notebooks and with threads (tqdm, torch) in the parent
-        with ProcessPoolExecutor(num_workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_preprocess_and_save, *job) for job in jobs]
-            for future in as_completed(futures):
-                done.append(future.result())
-                bar.update()
-        return done
-    except BrokenProcessPool:
-        raise RuntimeError("a preprocessing worker died: out of memory (use fewer workers, -np), or a script "
-                           "started workers outside `if __name__ == '__main__':`") from None
-    finally:
-        bar.close()
 
 
 def _copy_ground_truth(cases: dict[str, Case], folder: Path, file_ending: str) -> None:
@@ -636,9 +620,12 @@ def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | S
             if not overwrite and _is_up_to_date(folder, case.identifier, key):
                 result.up_to_date.append(case.identifier)
             else:
-                jobs.append((case, folder, plans, configuration_name, dataset_json, key))
+                jobs.append(_CaseJob(case, folder, plans, configuration_name, dataset_json, key))
         workers = num_workers or min(DEFAULT_NUM_WORKERS.get(configuration_name, 4), os.cpu_count() or 1)
-        result.processed = sorted(_run_jobs(jobs, min(workers, len(jobs)), progress, f"{configuration_name}"))
+        try:
+            result.processed = sorted(map_in_processes(_preprocess_and_save, jobs, workers, progress, configuration_name))
+        except BrokenProcessPool:
+            raise RuntimeError("a preprocessing worker died, most likely out of memory; use fewer workers (-np)") from None
         results.append(result)
     _copy_ground_truth(cases, output_folder / "gt_segmentations", dataset_json["file_ending"])
     return results
