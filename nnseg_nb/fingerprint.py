@@ -17,17 +17,15 @@ quirk of nnU-Net that we keep so the numbers stay the same.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nnseg_nb import io
 from nnseg_nb.dataset import find_cases, load_dataset_json
+from nnseg_nb.parallel import map_in_processes
 from nnseg_nb.paths import dataset_name as resolve_dataset_name
 from nnseg_nb.paths import find_dataset, parse_dataset_folder_name, preprocessed_root
 from nnseg_nb.preprocessing import crop_to_nonzero
@@ -151,41 +149,31 @@ def intensity_statistics(values: np.ndarray) -> dict[str, float]:
             "percentile_00_5": float(percentile_00_5), "percentile_99_5": float(percentile_99_5), "std": std}
 
 
-class SamplePool:
-    """All cases' foreground samples, per channel, in case order: one (C, num_cases * n) float32 array.
+def pooled_intensity_statistics(cases: list[CaseFingerprint], num_samples: int) -> dict[str, dict[str, float]]:
+    """Per channel, concatenate every case's draws in case order and take :func:`intensity_statistics`.
 
-    Cases may arrive in any order; each is written at its own slot and the slots of cases without
-    foreground are squeezed out at the end, so the pool equals nnU-Net's concatenation in case order.
+    Cases whose worker sent all their foreground values get their draws here (the same draws: each
+    case has its own ``RandomState``). The cases' arrays are released (``foreground`` becomes empty).
+
+    Returns:
+        ``{"0": {max, mean, median, min, percentile_00_5, percentile_99_5, std}, "1": ...}``
     """
-
-    def __init__(self, num_channels: int, num_cases: int, num_samples: int):
-        self.num_samples = num_samples
-        self.samples = np.empty((num_channels, num_cases * num_samples), dtype=np.float32)
-        self.has_foreground = np.zeros(num_cases, dtype=bool)
-
-    def add(self, index: int, case: CaseFingerprint) -> None:
-        """Put case number ``index``'s draws in its slot (drawing them here if the worker sent all values)."""
-        if case.foreground.shape[1] == 0:
-            return
-        n = self.num_samples
-        drawn = case.foreground if case.drawn else draw_foreground_samples(case.foreground, n)
-        self.samples[:, index * n:(index + 1) * n] = drawn
-        self.has_foreground[index] = True
-
-    def statistics(self) -> dict[str, dict[str, float]]:
-        """:func:`intensity_statistics` per channel (``{"0": {...}, ...}``); reorders the pool."""
-        n, kept = self.num_samples, 0
-        for index in np.flatnonzero(self.has_foreground):  # squeeze out the empty slots, in place
-            if index != kept:
-                self.samples[:, kept * n:(kept + 1) * n] = self.samples[:, index * n:(index + 1) * n]
-            kept += 1
-        # nnU-Net keeps a plain [] for a case without foreground, and concatenating it makes the pool
-        # float64: the mean and std are then summed in float64, so ours are too.
-        any_empty = not self.has_foreground.all()
-        statistics = {}
-        for channel, values in enumerate(self.samples[:, :kept * n]):
-            statistics[str(channel)] = intensity_statistics(values.astype(np.float64) if any_empty else values)
-        return statistics
+    num_channels = cases[0].foreground.shape[0]
+    draws = []  # (C, num_samples) per case with foreground, in case order
+    for case in cases:
+        if case.foreground.shape[1] > 0:
+            draws.append(case.foreground if case.drawn else draw_foreground_samples(case.foreground, num_samples))
+        case.foreground = case.foreground[:, :0]
+    # nnU-Net keeps a plain [] for a case without foreground, and concatenating it makes the pool
+    # float64: the mean and std are then summed in float64, so ours are too.
+    dtype = np.float64 if len(draws) < len(cases) else np.float32
+    statistics = {}
+    for channel in range(num_channels):
+        pooled = np.concatenate([d[channel] for d in draws], dtype=dtype) if draws else np.zeros(0)
+        if channel == num_channels - 1:
+            draws = []  # free the per-case draws before the statistics make their temporaries
+        statistics[str(channel)] = intensity_statistics(pooled)
+    return statistics
 
 
 # --- a dataset -------------------------------------------------------------------------------------
@@ -193,22 +181,6 @@ class SamplePool:
 
 def _analyze_case_job(job: tuple) -> CaseFingerprint:
     return analyze_case(*job)
-
-
-def _imap_unordered(function: Callable, jobs: list[tuple], num_workers: int, progress: bool, desc: str):
-    """Yield ``(index, function(job))`` as each job finishes, in a pool of ``num_workers`` processes if > 1."""
-    with tqdm(total=len(jobs), desc=desc, disable=None if progress else True) as bar:
-        if num_workers <= 1 or len(jobs) <= 1:
-            for index, job in enumerate(jobs):
-                yield index, function(job)
-                bar.update()
-            return
-        # spawn, as nnU-Net: a forked child of a process that runs torch threads can hang
-        with ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(function, job): index for index, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                yield futures.pop(future), future.result()
-                bar.update()
 
 
 def extract_fingerprint(dataset_folder: str | os.PathLike, num_workers: int | None = None, progress: bool = True,
@@ -235,19 +207,14 @@ def extract_fingerprint(dataset_folder: str | os.PathLike, num_workers: int | No
     _check_cases(folder, dataset_json, cases)
     total = FOREGROUND_SAMPLES_TOTAL if num_foreground_samples is None else num_foreground_samples
     num_samples = samples_per_case(len(cases), total)
-    pool = SamplePool(len(dataset_json["channel_names"]), len(cases), num_samples)
-    geometry: list[CaseFingerprint | None] = [None] * len(cases)
     jobs = [(case.images, case.label, num_samples) for case in cases]
     num_workers = min(DEFAULT_NUM_WORKERS, os.cpu_count() or 1) if num_workers is None else num_workers
-    for index, case in _imap_unordered(_analyze_case_job, jobs, num_workers, progress, desc="fingerprint"):
-        pool.add(index, case)
-        case.foreground = case.foreground[:, :0]  # keep the geometry, free the values
-        geometry[index] = case
+    results = map_in_processes(_analyze_case_job, jobs, num_workers, progress, desc="fingerprint")
     return {
-        "foreground_intensity_properties_per_channel": pool.statistics(),
-        "median_relative_size_after_cropping": float(np.median([c.relative_size_after_cropping for c in geometry])),
-        "shapes_after_crop": [c.shape_after_crop for c in geometry],
-        "spacings": [c.spacing for c in geometry],
+        "foreground_intensity_properties_per_channel": pooled_intensity_statistics(results, num_samples),
+        "median_relative_size_after_cropping": float(np.median([c.relative_size_after_cropping for c in results])),
+        "shapes_after_crop": [c.shape_after_crop for c in results],
+        "spacings": [c.spacing for c in results],
     }
 
 
