@@ -190,7 +190,7 @@ def _rotation_scaling_matrices(angles: Tensor, scales: Tensor) -> Tensor:
 
 
 def _crop_with_padding(x: Tensor, starts: Sequence[int], size: Sequence[int], value: float) -> Tensor:
-    """``x[..., start:start + size]`` on the trailing axes, padded with ``value`` where it leaves ``x``."""
+    """``x[..., start:start + size]`` on the trailing axes (a view), padded with ``value`` where it leaves ``x``."""
     spatial = x.shape[-len(size):]
     inside = tuple(slice(max(s, 0), min(s + n, dim)) for s, n, dim in zip(starts, size, spatial))
     cropped = x[(..., *inside)]
@@ -198,11 +198,12 @@ def _crop_with_padding(x: Tensor, starts: Sequence[int], size: Sequence[int], va
     for s, n, dim in zip(reversed(starts), reversed(size), reversed(spatial)):
         before = max(-s, 0)
         pad += [before, n - before - (min(s + n, dim) - max(s, 0))]
-    return F.pad(cropped, pad, value=value) if any(pad) else cropped.clone()
+    return F.pad(cropped, pad, value=value) if any(pad) else cropped
 
 
-def _centered_coordinates(affine: Tensor, patch: Sequence[int], like: Tensor) -> list[Tensor]:
-    """Where each output voxel reads, relative to the input's center: ``affine @ p``, one tensor per axis.
+def _centered_coordinates(affine: Tensor, patch: Sequence[int], like: Tensor,
+                          shift: Sequence[float] | None = None) -> list[Tensor]:
+    """Where each output voxel reads, relative to the input's center: ``affine @ p`` (+ ``shift``), per axis.
 
     affine (N, d, d) -> d tensors (N, *patch); ``p`` is the output voxel's offset from the patch center (in
     voxels), as in batchgeneratorsv2's grid. The sum is separable, so it is built from 1D pieces by
@@ -218,6 +219,8 @@ def _centered_coordinates(affine: Tensor, patch: Sequence[int], like: Tensor) ->
             shape = [n] + [1] * d
             shape[1 + b] = patch[b]
             terms.append((affine[:, a, b, None] * offsets[b]).view(shape))
+        if shift is not None:
+            terms[0] = terms[0] + shift[a]
         coordinates.append(sum(terms[1:], terms[0]))
     return coordinates
 
@@ -231,27 +234,29 @@ def _sample_image(image: Tensor, centered: list[Tensor]) -> Tensor:
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _sample_labels(seg: Tensor, samples: list[int], centered: list[Tensor]) -> Tensor:
+def _sample_labels(seg: Tensor, samples: list[int], affine: Tensor, patch: Sequence[int]) -> Tensor:
     """Labels at the sampling points, as batchgeneratorsv2 0.3.6 samples them for nnU-Net: the seg is padded
     with the label -1 (``border_mode_seg="constant"``), every label's mask is linearly interpolated (x1000,
     compared in float16), the largest wins, and a tie goes to the nearest voxel's label when it is among the
     tied ones (``seg_tiebreak="nearest"``), else to the lowest label. So a point up to half a voxel past the
     loaded patch keeps the edge label, and one further out becomes -1.
 
-    seg (B, S, *in); ``samples``: the B-indices the ``centered`` coordinates (d tensors (N, *out)) are for.
-    Returns (N, S, *out). Computed from the 2^d neighbours, not one interpolation per label: where they
-    all carry one label it wins, so only the points on label borders are scored.
+    seg (B, S, *in); ``samples``: the B-indices ``affine`` (N, d, d) is for. Returns (N, S, *patch).
+    Computed from the 2^d neighbours, not one interpolation per label: where they all carry one label it
+    wins, so only the points on label borders are scored.
     """
-    s, n, d = seg.shape[1], len(samples), len(centered)
-    # padding: 1 voxel before and 2 after each axis, so that points clamped to [-1, size] have all neighbours
+    s, n, d, spatial = seg.shape[1], len(samples), len(patch), seg.shape[2:]
+    # padding: 1 voxel before and 2 after each axis, so that points clamped to [-1, size] have all neighbours;
+    # in the padded seg, voxel v of the input is at v + 1
     padded = F.pad(seg[samples], [1, 2] * d, value=OUTSIDE_LABEL)
     strides = [math.prod(padded.shape[3 + a:]) for a in range(d)]
-    index = torch.arange(n * s, device=seg.device, dtype=torch.int32).view(n, s, 1) * padded[0, 0].numel()
-    coordinates = []  # voxel coordinates (N, 1, P), clamped: beyond one voxel out there is only padding
-    for c, size, stride in zip(centered, seg.shape[2:], strides):
-        c = (c.reshape(n, 1, -1) + (size - 1) / 2).clamp_(-1, size)
-        coordinates.append(c)
-        index = index + (c + 1).int().mul_(stride)  # int() is floor() for c + 1 >= 0; int32: cheap gathers
+    shifted = _centered_coordinates(affine, patch, seg.new_empty(0, dtype=torch.float32),
+                                    [(size - 1) / 2 + 1 for size in spatial])  # voxel + 1, (N, *patch) each
+    index = torch.zeros((n, 1, math.prod(patch)), dtype=torch.int32, device=seg.device)
+    for c, size, stride in zip(shifted, spatial, strides):
+        c = c.reshape(n, 1, -1).clamp_(0, size + 1)  # further out there is only padding
+        index += c.int().mul_(stride)  # int() is floor() for c >= 0; int32 keeps the gathers cheap
+    index = index + torch.arange(n * s, device=seg.device, dtype=torch.int32).view(n, s, 1) * padded[0, 0].numel()
     corners = list(itertools.product((0, 1), repeat=d))
     flat = padded.reshape(-1)
 
@@ -265,11 +270,14 @@ def _sample_labels(seg: Tensor, samples: list[int], centered: list[Tensor]) -> T
         neighbour = take(corner, index)
         torch.minimum(smallest, neighbour, out=smallest)
         torch.maximum(largest, neighbour, out=largest)
-    border = (smallest != largest).nonzero(as_tuple=True)  # (sample, channel, point)
-    if len(border[0]):
-        result[border] = _vote(torch.stack([take(corner, index[border]) for corner in corners]),
-                               [c[border[0], 0, border[2]] for c in coordinates])
-    return result.view(n, s, *centered[0].shape[1:])
+    border = (smallest != largest).view(-1).nonzero().squeeze(1)  # flat (N, S, P) positions
+    if len(border):
+        point = border // (s * index.shape[2]) * index.shape[2] + border % index.shape[2]  # flat (N, P)
+        coordinates = [c.reshape(-1).index_select(0, point).clamp_(0, size + 1) - 1
+                       for c, size in zip(shifted, spatial)]
+        candidates = torch.stack([take(corner, index.view(-1).index_select(0, border)) for corner in corners])
+        result.view(-1).index_copy_(0, border, _vote(candidates, coordinates))
+    return result.view(n, s, *patch)
 
 
 def _vote(candidates: Tensor, coordinates: list[Tensor]) -> Tensor:
@@ -337,17 +345,17 @@ class SpatialTransform(Transform):
             seg = seg.flatten(1, 2) if seg is not None else None
         patch = tuple(self.patch_size[1:] if self.dummy_2d else self.patch_size)
         spatial = image.shape[2:]
-        starts = [s // 2 - p // 2 for s, p in zip(spatial, patch)]
-        new_image = _crop_with_padding(image, starts, patch, 0.0)
-        new_seg = _crop_with_padding(seg, starts, patch, OUTSIDE_LABEL) if seg is not None else None
         warped = _indices(params["rotate"] | params["scale"])
+        plain = [b for b in range(len(image)) if b not in warped]
+        starts = [s // 2 - p // 2 for s, p in zip(spatial, patch)]
+        images = [(plain, _crop_with_padding(image, starts, patch, 0.0)[plain])] if plain else []
+        segs = [(plain, _crop_with_padding(seg, starts, patch, OUTSIDE_LABEL)[plain])] if plain and seg is not None else []
         if warped:
             centered = _centered_coordinates(params["affine"][warped], patch, image)
-            idx = torch.tensor(warped, device=image.device)
-            source = image if len(warped) == len(image) else image[idx]
-            new_image = new_image.index_copy(0, idx, _sample_image(source, centered))
+            images.append((warped, _sample_image(image if not plain else image[warped], centered)))
             if seg is not None:
-                new_seg = new_seg.index_copy(0, idx, _sample_labels(seg, warped, centered))
+                segs.append((warped, _sample_labels(seg, warped, params["affine"][warped], patch)))
+        new_image, new_seg = _assemble(images), _assemble(segs) if seg is not None else None
         if self.dummy_2d:
             new_image = new_image.unflatten(1, batch["image"].shape[1:3])
             new_seg = new_seg.unflatten(1, batch["seg"].shape[1:3]) if seg is not None else None
@@ -383,6 +391,23 @@ def _pairs(applied: Tensor, per_channel: Tensor) -> tuple[list[int], list[int]]:
     """(sample, channel) index lists where the sample is augmented and the channel chosen."""
     b, c = (applied[:, None] & per_channel).nonzero().unbind(1)
     return b.tolist(), c.tolist()
+
+
+def _assemble(parts: list[tuple[list[int], Tensor]]) -> Tensor:
+    """One batch from (sample indices, their values) parts that together cover every sample once."""
+    if len(parts) == 1:
+        return parts[0][1]
+    out = torch.empty((sum(len(i) for i, _ in parts), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype,
+                      device=parts[0][1].device)
+    for samples, values in parts:
+        out[samples] = values
+    return out
+
+
+def _update(image: Tensor, samples: list[int], values: Tensor) -> Tensor:
+    """image with its ``samples`` replaced by ``values`` (a new tensor; values itself if that is all of them)."""
+    others = [b for b in range(len(image)) if b not in samples]
+    return _assemble([(samples, values)] + ([(others, image[others])] if others else []))
 
 
 def _update_pairs(image: Tensor, samples: list[int], channels: list[int], values: Tensor) -> Tensor:
@@ -505,11 +530,14 @@ class MultiplicativeBrightness(Transform):
         return _replace(batch, image=image * _per_channel(factor, image))
 
 
-def _channel_min_max(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per (sample, channel) minimum and maximum of x (N, C, *spatial), shaped to broadcast against x."""
-    low, high = torch.aminmax(x.flatten(2), dim=2, keepdim=True)
+def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Mean, std (unbiased, torch's default as upstream), min and max of each (sample, channel) of x
+    (N, C, *spatial), shaped to broadcast against x."""
+    flat = x.flatten(2)
+    # std over one dim of several rows takes a slow ATen path (10x on CPU); row by row it is fast
+    std = torch.stack([row.std() for row in flat.flatten(0, 1)]).view(x.shape[:2])
     shape = (*x.shape[:2], *[1] * (x.ndim - 2))
-    return low.view(shape), high.view(shape)
+    return tuple(v.view(shape) for v in (flat.mean(2), std, flat.amin(2), flat.amax(2)))
 
 
 def _per_channel(values: Tensor, like: Tensor) -> Tensor:
@@ -541,10 +569,29 @@ class Contrast(Transform):
             return batch
         image = batch["image"]
         x = image[samples]  # a copy, so in-place is safe
-        mean = x.mean(tuple(range(2, x.ndim)), keepdim=True)
-        low, high = _channel_min_max(x)
+        mean, _, low, high = _channel_stats(x)
         x.sub_(mean).mul_(_per_channel(params["factors"][samples], x)).add_(mean).clamp_(low, high)
-        return _replace(batch, image=image.index_copy(0, torch.tensor(samples, device=image.device), x))
+        return _replace(batch, image=_update(image, samples, x))
+
+
+def _nearest_exact_indices(size: int, new_size: int) -> Tensor:
+    """Input voxel each output voxel copies in ``interpolate(mode="nearest-exact")`` from size to new_size.
+
+    ATen: ``floorf((j + 0.5) * scale)`` with the float32 ``scale = size / new_size``.
+    """
+    scale = (torch.tensor(size, dtype=torch.float32) / new_size).double()
+    return ((torch.arange(new_size, dtype=torch.float64) + 0.5) * scale).float().floor().long().clamp(max=size - 1)
+
+
+def _select(x: Tensor, dim: int, index: Tensor) -> Tensor:
+    """``x.index_select(dim, index)``; a strided slice when the index is a regular progression (faster)."""
+    start, step = int(index[0]), int(index[1] - index[0]) if len(index) > 1 else 1
+    if start == 0 and step == 1 and len(index) == x.shape[dim]:
+        return x
+    if step > 0 and torch.equal(index, start + step * torch.arange(len(index))):
+        sliced = x.narrow(dim, start, (len(index) - 1) * step + 1)[(slice(None),) * dim + (slice(None, None, step),)]
+        return sliced.contiguous()
+    return x.index_select(dim, index.to(x.device))
 
 
 def _lowres_matrix(size: int, zoom: float) -> Tensor:
@@ -561,10 +608,7 @@ def _lowres_matrix(size: int, zoom: float) -> Tensor:
     i0 = position.floor().long().clamp(max=small - 1)
     weight1 = (position - i0).clamp(0, 1)
     i1 = torch.where(i0 < small - 1, i0 + 1, i0)
-    # nearest-exact downsampling size -> small: small-grid position j holds input voxel floor((j + .5) * scale)
-    down_scale = torch.tensor(size / small, dtype=torch.float32).double()
-    source = ((torch.arange(small, dtype=torch.float64) + 0.5) * down_scale).float().floor().long()
-    source = source.clamp(max=size - 1)
+    source = _nearest_exact_indices(size, small)  # small-grid position j holds input voxel source[j]
     matrix = torch.zeros(size, size)
     rows = torch.arange(size)
     matrix.index_put_((rows, source[i0]), 1 - weight1, accumulate=True)
@@ -634,16 +678,14 @@ class Gamma(Transform):
             return batch
         image = batch["image"]
         x = -image[samples] if self.invert else image[samples]  # a copy, so in-place is safe
-        dims = tuple(range(2, x.ndim))
-        std, mean = torch.std_mean(x, dims, keepdim=True)  # unbiased std, torch's default as upstream
-        low, high = _channel_min_max(x)
+        mean, std, low, high = _channel_stats(x)
         value_range = high - low
         x.sub_(low).div_(value_range.clamp(min=1e-7)).pow_(_per_channel(params["gammas"][samples], x))
         x.mul_(value_range).add_(low)
-        new_std, new_mean = torch.std_mean(x, dims, keepdim=True)
+        new_mean, new_std, _, _ = _channel_stats(x)
         x.sub_(new_mean).mul_(std / new_std.clamp(min=1e-7)).add_(mean)
         x = x.neg_() if self.invert else x
-        return _replace(batch, image=image.index_copy(0, torch.tensor(samples, device=image.device), x))
+        return _replace(batch, image=_update(image, samples, x))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -653,13 +695,7 @@ class Gamma(Transform):
 
 def _flip(x: Tensor, flips: Tensor) -> Tensor:
     """Flip each sample of x (B, C, *spatial) along the spatial axes where ``flips`` (B, d) is True."""
-    out = torch.empty_like(x)
-    for pattern in torch.unique(flips, dim=0):
-        samples = _indices((flips == pattern).all(1))
-        axes = [axis + 2 for axis in _indices(pattern)]
-        part = x[samples]
-        out[samples] = part.flip(axes) if axes else part
-    return out
+    return torch.stack([sample.flip([axis + 1 for axis in _indices(axes)]) for sample, axes in zip(x, flips)])
 
 
 @dataclass
@@ -725,7 +761,9 @@ class RemoveLabel(Transform):
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         seg = batch["seg"]
-        return _replace(batch, seg=seg.masked_fill(seg == self.label, self.new_label))
+        if self.new_label == self.label + 1 and int(seg.min()) >= self.label:  # the usual case, 10x faster
+            return _replace(batch, seg=seg.clamp(min=self.new_label))
+        return _replace(batch, seg=torch.where(seg == self.label, self.new_label, seg))
 
 
 @dataclass
@@ -931,11 +969,10 @@ class DownsampleSegForDS(Transform):
         seg = batch["seg"]
         targets = []
         for scale in self.scales:
-            if all(s == 1 for s in scale):
-                targets.append(seg)
-            else:
-                size = [round(n * s) for n, s in zip(seg.shape[2:], scale)]
-                targets.append(F.interpolate(seg.float(), size, mode="nearest-exact").to(seg.dtype))
+            target = seg
+            for axis, (size, s) in enumerate(zip(seg.shape[2:], scale)):
+                target = _select(target, 2 + axis, _nearest_exact_indices(size, round(size * s)))
+            targets.append(target)
         return _replace(batch, seg=targets)
 
 
@@ -986,7 +1023,7 @@ def training_pipeline(
     dummy_2d: bool = False,
     *,
     settings: AugmentSettings = NNUNET_DEFAULTS,
-    use_mask_for_norm: Sequence[bool] = (),
+    use_mask_for_norm: Sequence[bool] | None = None,
     is_cascaded: bool = False,
     foreground_labels: Sequence[int] = (),
     regions: Sequence[Union[int, Sequence[int]]] | None = None,
@@ -1022,7 +1059,7 @@ def training_pipeline(
     ]
     if mirror_axes:
         pipeline.append(Mirror(tuple(mirror_axes), s.p_mirror_per_axis))
-    if any(use_mask_for_norm):
+    if use_mask_for_norm is not None and any(use_mask_for_norm):
         pipeline.append(MaskImage(tuple(i for i, masked in enumerate(use_mask_for_norm) if masked)))
     pipeline.append(RemoveLabel())
     if is_cascaded:
