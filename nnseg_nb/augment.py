@@ -498,8 +498,8 @@ class GaussianBlur(Transform):
         if not samples:
             return batch
         image = batch["image"]
-        sigmas = params["sigmas"][samples, channels].float()  # (N, d), float32 like batchgeneratorsv2
-        matrices = [torch.stack([_blur_matrix(float(s), size) for s in sigmas[:, axis]]).to(image.device)
+        sigmas = params["sigmas"][samples, channels].tolist()  # (N, d) Python floats, as upstream's
+        matrices = [torch.stack([_blur_matrix(s[axis], size) for s in sigmas]).to(image.device)
                     for axis, size in enumerate(image.shape[2:])]
         blurred = _along_axes(image[samples, channels], matrices)
         return _replace(batch, image=_update_pairs(image, samples, channels, blurred))
