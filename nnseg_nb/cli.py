@@ -194,6 +194,42 @@ def _cmd_preprocess(args) -> int:
     return 0
 
 
+# --- demo-data (nnseg_nb.demo_data) ---------------------------------------------------------
+
+
+def _add_demo_data_parser(subparsers) -> None:
+    parser = subparsers.add_parser("demo-data", help="build the demo datasets (Dataset901-904) in the raw root",
+                                   description="Build small raw datasets to learn and test on: real brain MRI "
+                                               "(Dataset901_BrainTissue) and synthetic anisotropic, multi-channel "
+                                               "and 2D sets. The same seed gives the same files; a complete build "
+                                               "from the same seed is kept.")
+    parser.add_argument("-o", "--output-root", default=None,
+                        help="raw root the DatasetXXX_Name folders go to (default $nnUNet_raw, else ./nnseg_data/raw)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                        help="build only these: names, short names or ids (e.g. 901 Shapes2D)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild even if up to date, and replace a folder of that name that is not a demo build")
+    parser.set_defaults(func=_cmd_demo_data)
+
+
+def _cmd_demo_data(args) -> int:
+    from nnseg_nb.demo_data import build_demo_datasets, demo_build_status, select_demo_datasets
+    from nnseg_nb.paths import raw_root
+
+    root = Path(args.output_root) if args.output_root else raw_root()
+    names = select_demo_datasets(args.only)
+    current = {name for name in names if demo_build_status(root / name, args.seed) == "current"}
+    try:
+        folders = build_demo_datasets(root, seed=args.seed, only=names, overwrite=args.overwrite)
+    except FileExistsError as e:
+        raise UserError(str(e)) from None
+    for name, folder in folders.items():
+        print(f"{'up to date' if name in current and not args.overwrite else 'built':10s} {folder}")
+    print(f"seed {args.seed}; check one with: nnseg-nb verify {next(iter(folders.values()))}")
+    return 0
+
+
 # --- notebooks: run / batch / demo (nnseg_nb.runner) ------------------------------------------
 
 
@@ -331,6 +367,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "run": _add_run_parser,
     "batch": _add_batch_parser,
     "demo": _add_demo_parser,
+    "demo-data": _add_demo_data_parser,
     "record": _add_record_parser,
 }
 
