@@ -341,40 +341,40 @@ def _shapes_case(rng: np.random.Generator, size: int = 128) -> CaseArrays:
 # --- writing a dataset -----------------------------------------------------------------------------
 
 
-def _write_cases(folder: Path, prefix: str, dataset_id: int, make_case: Callable[[np.random.Generator], CaseArrays],
-                 seed: int, num_train: int, num_test: int, file_ending: str, progress: bool) -> None:
-    """Cases ``{prefix}_000 ...`` into imagesTr/labelsTr, then the next ``num_test`` into imagesTs/labelsTs."""
+def _build(folder: str | os.PathLike, name: str, prefix: str, make_case: Callable[[np.random.Generator], CaseArrays],
+           channel_names: dict, labels: dict, file_ending: str, seed: int, num_train: int, num_test: int,
+           progress: bool, **dataset_json_extra) -> Path:
+    """Write cases ``{prefix}_000 ...`` into imagesTr/labelsTr, the next ``num_test`` into imagesTs/labelsTs,
+    then ``dataset.json``."""
     from tqdm.auto import tqdm
 
-    for index in tqdm(range(num_train + num_test), desc=prefix, disable=None if progress else True, leave=False):
+    folder = Path(folder)
+    dataset_id, short_name = parse_dataset_folder_name(name)
+    for index in tqdm(range(num_train + num_test), desc=name, disable=None if progress else True, leave=False):
         images_dir, labels_dir = ("imagesTr", "labelsTr") if index < num_train else ("imagesTs", "labelsTs")
         channels, seg, props = make_case(case_rng(seed, dataset_id, index))
         case = f"{prefix}_{index:03d}"
         for channel, image in enumerate(channels):
             io.write_image(image, folder / images_dir / f"{case}_{channel:04d}{file_ending}", props)
         io.write_seg(seg, folder / labels_dir / f"{case}{file_ending}", props)
-
-
-def _release(name: str, seed: int) -> str:
-    return f"nnseg_nb demo data v{DEMO_DATASETS[name]['version']}, seed {seed}"
+    release = f"nnseg_nb demo data v{DEMO_DATASETS[name]['version']}, seed {seed}"
+    write_dataset_json(folder, channel_names, labels, num_train, file_ending, name=short_name, numTest=num_test,
+                       **dataset_json_extra, release=release)
+    return folder
 
 
 def build_brain_tissue(folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4,
                        progress: bool = False) -> Path:
     """Write ``Dataset901_BrainTissue`` (brain T1 MRI; gray / white matter) into ``folder``."""
-    folder = Path(folder)
-    _write_cases(folder, "brain", 901, partial(_brain_case, load_mni_asset()), seed, num_train, num_test, ".nii.gz",
-                 progress)
-    write_dataset_json(
-        folder, {"0": "T1"}, {"background": 0, "gray_matter": 1, "white_matter": 2}, num_train, ".nii.gz",
-        name="BrainTissue", numTest=num_test,
+    folder = _build(
+        folder, "Dataset901_BrainTissue", "brain", partial(_brain_case, load_mni_asset()), {"0": "T1"},
+        {"background": 0, "gray_matter": 1, "white_matter": 2}, ".nii.gz", seed, num_train, num_test, progress,
         description="Brain tissue segmentation on T1 MRI (skull-stripped, 2.1-2.9 mm): random smooth deformations, "
-                    "bias fields, contrast changes and Rician noise applied to the MNI ICBM152 2009a template; "
-                    "labels are the most probable tissue of the deformed probability maps. Built by nnseg_nb.demo_data.",
+                    "bias fields, contrast changes and Rician noise applied to the MNI ICBM152 2009a template; labels "
+                    "are the most probable tissue of the deformed probability maps. Built by nnseg_nb.demo_data.",
         reference=MNI_REFERENCE,
         licence=f"{MNI_CREDIT}. Permission to use, copy, modify, and distribute is granted provided the copyright "
-                "notice appears in all copies (full notice: nnseg_nb/demo_assets/NOTICE.md and NOTICE.md here).",
-        release=_release("Dataset901_BrainTissue", seed))
+                "notice appears in all copies (full notice: nnseg_nb/demo_assets/NOTICE.md and NOTICE.md here).")
     (folder / "NOTICE.md").write_bytes(resources.files(__package__).joinpath("demo_assets", "NOTICE.md").read_bytes())
     return folder
 
@@ -382,45 +382,35 @@ def build_brain_tissue(folder: str | os.PathLike, seed: int = 0, num_train: int 
 def build_aniso_synth(folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4,
                       progress: bool = False) -> Path:
     """Write ``Dataset902_AnisoSynth`` (synthetic thick-slice MRI; organ and lesion) into ``folder``."""
-    folder = Path(folder)
-    _write_cases(folder, "aniso", 902, _aniso_case, seed, num_train, num_test, ".nii.gz", progress)
-    write_dataset_json(
-        folder, {"0": "MRI"}, {"background": 0, "organ": 1, "lesion": 2}, num_train, ".nii.gz",
-        name="AnisoSynth", numTest=num_test,
-        description="Synthetic anisotropic MRI: 16-24 slices of 4-5 mm, 0.8-1.0 mm in-plane; a large irregular "
-                    "organ with a small lesion inside. Half of the cases are zero outside the body. "
-                    "Built by nnseg_nb.demo_data.",
-        licence=SYNTHETIC_LICENCE, release=_release("Dataset902_AnisoSynth", seed))
-    return folder
+    return _build(
+        folder, "Dataset902_AnisoSynth", "aniso", _aniso_case, {"0": "MRI"}, {"background": 0, "organ": 1, "lesion": 2},
+        ".nii.gz", seed, num_train, num_test, progress,
+        description="Synthetic anisotropic MRI: 16-24 slices of 4-5 mm, 0.8-1.0 mm in-plane; a large irregular organ "
+                    "with a small lesion inside. Half of the cases are zero outside the body. Built by nnseg_nb.demo_data.",
+        licence=SYNTHETIC_LICENCE)
 
 
 def build_multi_channel(folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4,
                         progress: bool = False) -> Path:
     """Write ``Dataset903_MultiChannel`` (synthetic CT + T2; organ and cyst) into ``folder``."""
-    folder = Path(folder)
-    _write_cases(folder, "multi", 903, _multichannel_case, seed, num_train, num_test, ".nii.gz", progress)
-    write_dataset_json(
-        folder, {"0": "CT", "1": "T2"}, {"background": 0, "organ": 1, "cyst": 2}, num_train, ".nii.gz",
-        name="MultiChannel", numTest=num_test,
+    return _build(
+        folder, "Dataset903_MultiChannel", "multi", _multichannel_case, {"0": "CT", "1": "T2"},
+        {"background": 0, "organ": 1, "cyst": 2}, ".nii.gz", seed, num_train, num_test, progress,
         description="Synthetic abdomen-like phantom seen by CT (HU: air -1000, fat -100, bone ~800) and T2 MRI, "
-                    "1.0-1.6 mm, 48-64 voxels per axis; an organ (enhanced on CT) with a fluid cyst (bright on T2). "
+                    "0.95-1.6 mm, 48-64 voxels per axis; an organ (enhanced on CT) with a fluid cyst (bright on T2). "
                     "Built by nnseg_nb.demo_data.",
-        licence=SYNTHETIC_LICENCE, release=_release("Dataset903_MultiChannel", seed))
-    return folder
+        licence=SYNTHETIC_LICENCE)
 
 
 def build_shapes_2d(folder: str | os.PathLike, seed: int = 0, num_train: int = 20, num_test: int = 6,
                     progress: bool = False) -> Path:
     """Write ``Dataset904_Shapes2D`` (128 x 128 grayscale PNGs; ellipses and triangles) into ``folder``."""
-    folder = Path(folder)
-    _write_cases(folder, "shapes", 904, _shapes_case, seed, num_train, num_test, ".png", progress)
-    write_dataset_json(
-        folder, {"0": "gray"}, {"background": 0, "ellipse": 1, "triangle": 2}, num_train, ".png",
-        name="Shapes2D", numTest=num_test,
+    return _build(
+        folder, "Dataset904_Shapes2D", "shapes", _shapes_case, {"0": "gray"},
+        {"background": 0, "ellipse": 1, "triangle": 2}, ".png", seed, num_train, num_test, progress,
         description="Synthetic 2D images, 128 x 128 grayscale PNG: textured ellipses and triangles of the same "
                     "intensities on a smooth background with noise. Built by nnseg_nb.demo_data.",
-        licence=SYNTHETIC_LICENCE, release=_release("Dataset904_Shapes2D", seed))
-    return folder
+        licence=SYNTHETIC_LICENCE)
 
 
 # name -> what it is and how to build it; `version` changes whenever a builder's output changes.
