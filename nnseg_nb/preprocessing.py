@@ -34,6 +34,7 @@ from nnseg_nb import io
 from nnseg_nb.dataset import Case, find_cases, load_dataset_json
 from nnseg_nb.parallel import map_in_processes
 from nnseg_nb.paths import find_dataset, preprocessed_root
+from nnseg_nb.planning import ConfigurationPlan, Plans, load_plans
 from nnseg_nb.resampling import RESAMPLING_FUNCTIONS, compute_new_shape
 from nnseg_nb.utils import atomic_save_npy, atomic_write_bytes, load_json, to_builtin
 
@@ -272,44 +273,25 @@ def sample_class_locations(seg: np.ndarray, keys: Sequence[ClassKey], seed: int 
     return locations
 
 
-# --- plans access (plain nnU-Net plans dicts; planning.Plans objects are converted) ----------------
+# --- plans -----------------------------------------------------------------------------------------
 
 
-def plans_as_dict(plans) -> dict:
-    """The plans as nnU-Net's ``nnUNetPlans.json`` dict, from a dict, a file path or a ``Plans`` object."""
-    if isinstance(plans, (str, os.PathLike)):
-        return load_json(plans)
-    if isinstance(plans, dict):
+def as_plans(plans: Plans | dict | str | os.PathLike) -> Plans:
+    """The plans as :class:`~nnseg_nb.planning.Plans`: given as such, as nnU-Net's plans dict, or as a JSON path."""
+    if isinstance(plans, Plans):
         return plans
-    if hasattr(plans, "to_json"):
-        return plans.to_json()
-    raise TypeError(f"plans must be a dict, a path to a plans JSON or a Plans object, not {type(plans).__name__}")
+    if isinstance(plans, dict):
+        return Plans.from_json(plans)
+    if isinstance(plans, (str, os.PathLike)):
+        return load_plans(plans)
+    raise TypeError(f"plans must be Plans, a plans dict or a path to a plans JSON, not {type(plans).__name__}")
 
 
-def configuration_dict(plans: dict, name: str) -> dict:
-    """One configuration of the plans with ``inherits_from`` resolved (the child's keys win)."""
-    configurations = plans.get("configurations", {})
-    chain, current = [], name
-    while current is not None:
-        if current not in configurations:
-            what = f"configuration {current!r}" + (f" (inherited by {chain[-1]!r})" if chain else "")
-            raise ValueError(f"{what} is not in the plans; available: {', '.join(configurations) or 'none'}")
-        if current in chain:
-            raise ValueError(f"configuration {name!r}: inherits_from forms a cycle ({' -> '.join(chain + [current])})")
-        chain.append(current)
-        current = configurations[current].get("inherits_from")
-    resolved = {}
-    for parent in reversed(chain):
-        resolved.update(configurations[parent])
-    resolved.pop("inherits_from", None)
-    return resolved
-
-
-def _resampling_fn(configuration: dict, which: str) -> Callable[..., np.ndarray]:
-    name = configuration[f"resampling_fn_{which}"]
+def _resampling_fn(configuration: ConfigurationPlan, which: str) -> Callable[..., np.ndarray]:
+    name = getattr(configuration, f"resampling_fn_{which}")
     if name not in RESAMPLING_FUNCTIONS:
         raise ValueError(f"unknown resampling function {name!r} for {which}; known: {', '.join(RESAMPLING_FUNCTIONS)}")
-    kwargs = configuration.get(f"resampling_fn_{which}_kwargs", {})
+    kwargs = getattr(configuration, f"resampling_fn_{which}_kwargs") or {}
     return lambda array, new_shape, spacing, new_spacing: RESAMPLING_FUNCTIONS[name](
         array, new_shape, spacing, new_spacing, **kwargs)
 
@@ -317,8 +299,8 @@ def _resampling_fn(configuration: dict, which: str) -> Callable[..., np.ndarray]
 # --- one case -------------------------------------------------------------------------------------
 
 
-def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans, configuration_name: str,
-                    dataset_json: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans: Plans | dict | str | os.PathLike,
+                    configuration_name: str, dataset_json: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """Preprocess one case exactly as nnU-Net's ``DefaultPreprocessor.run_case_npy``.
 
     Args:
@@ -334,8 +316,8 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans
         properties = props plus ``shape_before_cropping``, ``bbox_used_for_cropping``,
         ``shape_after_cropping_and_before_resampling`` and (with a seg) ``class_locations``.
     """
-    plans = plans_as_dict(plans)
-    configuration = configuration_dict(plans, configuration_name)
+    plans = as_plans(plans)
+    configuration = plans.configuration(configuration_name)
     data = data.astype(np.float32)  # a copy: the caller's array is left alone
     if seg is not None:
         if seg.shape[1:] != data.shape[1:]:
@@ -343,7 +325,7 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans
         seg = np.copy(seg)
     properties = dict(props)
 
-    transpose = [int(a) for a in plans["transpose_forward"]]
+    transpose = [int(a) for a in plans.transpose_forward]
     data = data.transpose([0, *(a + 1 for a in transpose)])
     seg = None if seg is None else seg.transpose([0, *(a + 1 for a in transpose)])
     spacing = [props["spacing"][a] for a in transpose]
@@ -354,13 +336,13 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans
     properties["bbox_used_for_cropping"] = bbox
     properties["shape_after_cropping_and_before_resampling"] = list(data.shape[1:])
 
-    target_spacing = list(configuration["spacing"])
+    target_spacing = list(configuration.spacing)
     if len(target_spacing) < len(spacing):  # 2d: the slice axis keeps its spacing, so it is never resampled
         target_spacing = [spacing[0], *target_spacing]
     new_shape = compute_new_shape(data.shape[1:], spacing, target_spacing)
 
-    data = normalize(data, seg, configuration["normalization_schemes"], configuration["use_mask_for_norm"],
-                     plans.get("foreground_intensity_properties_per_channel"))
+    data = normalize(data, seg, configuration.normalization_schemes, configuration.use_mask_for_norm,
+                     plans.foreground_intensity_properties_per_channel)
     data = _resampling_fn(configuration, "data")(data, new_shape, spacing, target_spacing)
     seg = _resampling_fn(configuration, "seg")(seg, new_shape, spacing, target_spacing)
 
@@ -499,20 +481,20 @@ class PreprocessedConfiguration:
     up_to_date: list[str] = field(default_factory=list)    # cases skipped: already preprocessed with these plans
 
 
-def preprocessing_key(plans: dict, configuration_name: str, dataset_json: dict, case: Case) -> str:
+def preprocessing_key(plans: Plans, configuration_name: str, dataset_json: dict, case: Case) -> str:
     """A hash of everything a preprocessed case depends on: the plan's relevant settings and the source files.
 
     Stored in the case's JSON; a case whose stored key matches is not preprocessed again.
     """
-    configuration = configuration_dict(plans, configuration_name)
+    configuration = plans.configuration(configuration_name)
     settings = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling_fn_data",
                 "resampling_fn_data_kwargs", "resampling_fn_seg", "resampling_fn_seg_kwargs")
     files = [path for path in [*case.images, case.label] if path is not None]
     payload = {
         "version": FORMAT_VERSION,
-        "configuration": {key: configuration.get(key) for key in settings},
-        "transpose_forward": plans["transpose_forward"],
-        "intensity_properties": plans.get("foreground_intensity_properties_per_channel"),
+        "configuration": {key: getattr(configuration, key) for key in settings},
+        "transpose_forward": plans.transpose_forward,
+        "intensity_properties": plans.foreground_intensity_properties_per_channel,
         "labels": dataset_json["labels"],
         "files": [[str(Path(p).resolve()), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in files],
     }
@@ -535,7 +517,7 @@ class _CaseJob(NamedTuple):
 
     case: Case
     folder: Path
-    plans: dict
+    plans: Plans
     configuration_name: str
     dataset_json: dict
     key: str
@@ -571,7 +553,8 @@ def _copy_ground_truth(cases: dict[str, Case], folder: Path, file_ending: str) -
                 os.unlink(tmp)
 
 
-def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | Sequence[str], plans=None,
+def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | Sequence[str],
+                       plans: Plans | dict | str | os.PathLike | None = None,
                        output_folder: str | os.PathLike | None = None, num_workers: int | None = None,
                        progress: bool = True, overwrite: bool = False) -> list[PreprocessedConfiguration]:
     """Preprocess every training case of a raw dataset for the given configurations.
@@ -595,7 +578,7 @@ def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | S
         plans = output_folder / "nnUNetPlans.json"
         if not plans.is_file():
             raise FileNotFoundError(f"{plans}: no plans; plan the dataset first or pass plans")
-    plans = plans_as_dict(plans)
+    plans = as_plans(plans)
     dataset_json = load_dataset_json(raw_folder)
     cases = find_cases(raw_folder, dataset_json)
     unlabelled = [c.identifier for c in cases.values() if c.label is None]
@@ -603,7 +586,7 @@ def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | S
         raise ValueError(f"{raw_folder}: " + (f"training cases without a label file: {', '.join(unlabelled)}"
                                                if unlabelled else "no training cases found"))
     configurations = [configurations] if isinstance(configurations, str) else list(configurations)
-    available = list(plans.get("configurations", {}))
+    available = plans.configuration_names
     missing = [c for c in configurations if c not in available]
     if missing and len(missing) == len(configurations):
         raise ValueError(f"configurations {', '.join(missing)} are not in the plans; available: {', '.join(available)}")
@@ -612,7 +595,7 @@ def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | S
         if configuration_name in missing:
             warnings.warn(f"configuration {configuration_name!r} is not in the plans; skipped", stacklevel=2)
             continue
-        folder = output_folder / configuration_dict(plans, configuration_name)["data_identifier"]
+        folder = output_folder / plans.configuration(configuration_name).data_identifier
         result = PreprocessedConfiguration(configuration_name, folder)
         jobs = []
         for case in cases.values():

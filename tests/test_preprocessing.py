@@ -214,20 +214,6 @@ def test_class_locations_json_round_trip():
     assert list(back) == [1, (-1, 0, 1)] and back[(-1, 0, 1)].shape == (0, 4)
 
 
-# --- plans access ---------------------------------------------------------------------------------
-
-
-def test_configuration_inherits_and_reports_problems():
-    plans = {"configurations": {"base": {"spacing": [1, 1, 1], "data_identifier": "a"},
-                                "child": {"inherits_from": "base", "data_identifier": "b"},
-                                "loop1": {"inherits_from": "loop2"}, "loop2": {"inherits_from": "loop1"}}}
-    assert pp.configuration_dict(plans, "child") == {"spacing": [1, 1, 1], "data_identifier": "b"}
-    with pytest.raises(ValueError, match="available: base, child"):
-        pp.configuration_dict(plans, "3d_fullres")
-    with pytest.raises(ValueError, match="cycle"):
-        pp.configuration_dict(plans, "loop1")
-
-
 def test_a_case_without_labels_gets_the_mask_as_seg():
     data = np.zeros((1, 4, 6, 6), np.float32)
     data[0, 1:3, 1:5, 1:5] = np.arange(32).reshape(2, 4, 4) + 1
@@ -243,12 +229,15 @@ def test_a_case_without_labels_gets_the_mask_as_seg():
 
 def _configuration(spacing, identifier):
     kwargs = {"order_z": 0, "force_separate_z": None}
-    return {"data_identifier": identifier, "preprocessor_name": "DefaultPreprocessor", "spacing": spacing,
-            "patch_size": [8, 16, 16][-len(spacing):], "normalization_schemes": ["ZScoreNormalization"],
-            "use_mask_for_norm": [True], "resampling_fn_data": "resample_data_or_seg_to_shape",
-            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, **kwargs},
+    return {"data_identifier": identifier, "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+            "patch_size": [8, 16, 16][-len(spacing):], "median_image_size_in_voxels": [6, 11, 11][-len(spacing):],
+            "spacing": spacing, "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [True],
+            "resampling_fn_data": "resample_data_or_seg_to_shape",
             "resampling_fn_seg": "resample_data_or_seg_to_shape",
-            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, **kwargs}}
+            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, **kwargs},
+            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, **kwargs},
+            "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                             "arch_kwargs": {}, "_kw_requires_import": []}}
 
 
 PLANS = {

@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 
 from nnseg_nb import io
 from nnseg_nb.dataset import Case
-from nnseg_nb.preprocessing import configuration_dict, nonzero_mask, plans_as_dict, preprocess_case
+from nnseg_nb.preprocessing import as_plans, nonzero_mask, preprocess_case
 from nnseg_nb.viz.overlay import overlay_rgb, robust_window
 
 
@@ -108,12 +108,12 @@ def preprocessing_figure_for_case(case: Case | Sequence[str], plans, configurati
     images, label = (case.images, case.label) if isinstance(case, Case) else (list(case), None)
     raw_data, props = io.read_case(images)
     raw_seg = io.read_seg(label)[0] if label is not None else None
-    plans = plans_as_dict(plans)
+    plans = as_plans(plans)
     data, seg, properties = preprocess_case(raw_data, raw_seg, props, plans, configuration_name, dataset_json)
-    transpose = [int(a) for a in plans["transpose_forward"]]
+    transpose = [int(a) for a in plans.transpose_forward]
     axes = [0, *(a + 1 for a in transpose)]
     raw_spacing = [props["spacing"][a] for a in transpose]
-    target_spacing = list(configuration_dict(plans, configuration_name)["spacing"])
+    target_spacing = list(plans.configuration(configuration_name).spacing)
     if len(target_spacing) < 3:
         target_spacing = [raw_spacing[0], *target_spacing]
     return preprocessing_figure(raw_data.transpose(axes), None if raw_seg is None else raw_seg.transpose(axes),
