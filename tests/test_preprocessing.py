@@ -17,7 +17,9 @@ from nnseg_nb import resampling
 from nnseg_nb.cli import main
 from nnseg_nb.dataset import write_dataset_json
 
-FIXTURES = sorted((Path(__file__).parent / "fixtures" / "preprocessing").glob("*.npz"))
+FIXTURE_FOLDER = Path(__file__).parent / "fixtures" / "preprocessing"
+FIXTURES = sorted(f for f in FIXTURE_FOLDER.glob("*.npz") if not f.name.startswith("demo_"))
+DEMO_FIXTURES = sorted(FIXTURE_FOLDER.glob("demo_*.npz"))
 
 
 # --- parity with nnunetv2's DefaultPreprocessor (fixtures from tests/fixtures/make_preprocessing.py) ----
@@ -41,11 +43,49 @@ def test_matches_nnunet(fixture):
         np.testing.assert_array_equal(locations[key], ref[f"class_locations_{i}"], err_msg=str(key))
 
 
+def _sha256(array: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("fixture", DEMO_FIXTURES, ids=[f.stem for f in DEMO_FIXTURES])
+def test_matches_nnunet_on_a_demo_case(fixture, tmp_path):
+    """The first case of a demo dataset with nnunetv2's own plans, in every configuration of them."""
+    from nnseg_nb.dataset import find_cases
+    from nnseg_nb.demo_data import DEMO_DATASETS, build_demo_datasets
+
+    ref = np.load(fixture)
+    meta = json.loads(str(ref["meta"]))
+    name = meta["dataset"]
+    assert DEMO_DATASETS[name]["version"] == meta["demo_version"], \
+        f"the {name} builder changed; regenerate with tests/fixtures/make_preprocessing.py"
+    folder = build_demo_datasets(tmp_path, seed=meta["seed"], only=[name], num_train=1, num_test=0, progress=False)[name]
+    case = find_cases(folder, meta["dataset_json"])[meta["case"]]
+    raw_data, props = io.read_case(case.images)
+    raw_seg, _ = io.read_seg(case.label)
+    assert meta["configurations"]
+    for configuration, expected in meta["configurations"].items():
+        data, seg, properties = pp.preprocess_case(raw_data, raw_seg, props, meta["plans"], configuration,
+                                                   meta["dataset_json"])
+        assert list(data.shape) == expected["data_shape"] and list(seg.shape) == expected["seg_shape"], configuration
+        np.testing.assert_allclose(data.ravel()[::expected["data_step"]], ref[f"data_sample_{configuration}"],
+                                   atol=1e-4, rtol=0, err_msg=configuration)
+        stats = [data.astype(np.float64).mean(), data.astype(np.float64).std(), data.min(), data.max()]
+        np.testing.assert_allclose(stats, expected["data_stats"], atol=1e-4, rtol=0, err_msg=configuration)
+        assert _sha256(seg.astype(np.int16)) == expected["seg_sha256"], configuration
+        for key, value in expected["properties"].items():
+            assert json.loads(json.dumps(pp.to_builtin(properties[key]))) == value, (configuration, key)
+        locations = {str(k): {"count": len(v), "sha256": _sha256(v)} for k, v in properties["class_locations"].items()}
+        assert locations == expected["class_locations"], configuration
+
+
 def test_fixtures_cover_the_cases_we_promise():
     names = {f.stem for f in FIXTURES}
     assert {"separate_z_current", "separate_z_target", "ct_two_channels", "config_2d", "ignore_label", "regions",
             "tie_no_separate_z", "transpose_separate_z", "big_class_rescale_nonorm", "natural_2d_rgb"} <= names
-    assert sum(f.stat().st_size for f in FIXTURES) < 2 * 1024 ** 2
+    assert {f.stem for f in DEMO_FIXTURES} == {"demo_BrainTissue", "demo_AnisoSynth", "demo_MultiChannel", "demo_Shapes2D"}
+    assert sum(f.stat().st_size for f in FIXTURES + DEMO_FIXTURES) < 2 * 1024 ** 2
 
 
 # --- normalization ------------------------------------------------------------------------------
