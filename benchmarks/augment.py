@@ -7,8 +7,10 @@ Both libraries get the same crops of ``initial_patch_size`` (image float32, seg 
 makes them) and return the final patch with its deep-supervision targets. nnU-Net runs its own
 ``nnUNetTrainer.get_training_transforms`` sample by sample, in 1 or 2 processes of one thread each (what its
 data-loader workers do); nnseg_nb augments batches of 2 in one process with ``torch.set_num_threads(1/2)``,
-and on CUDA when there is a GPU. Loading and the transfer between worker processes are not timed. Each
-setting is timed over a few rounds and the fastest round is kept, since other processes share the machine.
+in 2 single-threaded processes, and on CUDA when there is a GPU. Loading and the transfer between worker
+processes are not timed. Rounds interleave the settings and each keeps its fastest round, so that other load
+on the machine hits both libraries alike; every round of a setting does the same work (fixed seeds), but the
+two libraries draw different random parameters, so use enough samples.
 """
 
 from __future__ import annotations
@@ -136,64 +138,79 @@ def _work(indices) -> None:
         _WORKER["run"]([_WORKER["patches"][j] for j in indices[i:i + BATCH_SIZE]])
 
 
-def time_processes(library, patch, ds_scales, use_mask, image, seg, size, count, workers, rounds) -> float:
-    """Samples per second of ``workers`` single-threaded processes, each augmenting its share of the batches."""
-    chunks = [list(range(2 * w, count, 2 * workers)) for w in range(workers)]
-    chunks = [[j for i in chunk for j in (i, i + 1) if j < count] for chunk in chunks]
-    context = multiprocessing.get_context("fork")
-    best = math.inf
-    with context.Pool(workers, _init_worker, (library, patch, ds_scales, use_mask, image, seg, size, count)) as pool:
-        pool.map(_work, [chunk[:BATCH_SIZE] for chunk in chunks], chunksize=1)  # warm-up
-        for _ in range(rounds):
-            start = time.perf_counter()
-            pool.map(_work, chunks, chunksize=1)
-            best = min(best, time.perf_counter() - start)
-    return count / best
+class Processes:
+    """``workers`` single-threaded processes, each augmenting its share of the batches (nnU-Net's loader)."""
+
+    def __init__(self, library, workers, patch, ds_scales, use_mask, image, seg, size, count):
+        chunks = [list(range(2 * w, count, 2 * workers)) for w in range(workers)]
+        self.chunks = [[j for i in chunk for j in (i, i + 1) if j < count] for chunk in chunks]
+        self.pool = multiprocessing.get_context("fork").Pool(
+            workers, _init_worker, (library, patch, ds_scales, use_mask, image, seg, size, count))
+        self.pool.map(_work, [chunk[:BATCH_SIZE] for chunk in self.chunks], chunksize=1)  # warm-up
+
+    def seconds(self) -> float:
+        start = time.perf_counter()
+        self.pool.map(_work, self.chunks, chunksize=1)
+        return time.perf_counter() - start
 
 
-def time_nnseg(pipeline, patches, threads, rounds, device="cpu") -> float:
-    """Samples per second of nnseg_nb's batched augmentation with ``threads`` torch threads (or on CUDA)."""
-    torch.set_num_threads(threads)
-    batches = [{"image": torch.stack([p[0] for p in patches[i:i + BATCH_SIZE]]).to(device),
-                "seg": torch.stack([p[1] for p in patches[i:i + BATCH_SIZE]]).to(device)}
-               for i in range(0, len(patches), BATCH_SIZE)]
-    augment.augment(batches[0], pipeline, torch.Generator().manual_seed(1))  # warm-up
-    best = math.inf
-    for _ in range(rounds):
-        generator = torch.Generator().manual_seed(0)  # every round does the same work, so the fastest is the least disturbed
-        if device != "cpu":
+class InProcess:
+    """nnseg_nb's batched augmentation in this process, with ``threads`` torch threads (or on CUDA)."""
+
+    def __init__(self, pipeline, patches, threads, device="cpu"):
+        self.pipeline, self.threads, self.device = pipeline, threads, device
+        self.batches = [{"image": torch.stack([p[0] for p in patches[i:i + BATCH_SIZE]]).to(device),
+                         "seg": torch.stack([p[1] for p in patches[i:i + BATCH_SIZE]]).to(device)}
+                        for i in range(0, len(patches), BATCH_SIZE)]
+        torch.set_num_threads(threads)
+        augment.augment(self.batches[0], pipeline, torch.Generator().manual_seed(1))  # warm-up
+
+    def seconds(self) -> float:
+        torch.set_num_threads(self.threads)
+        generator = torch.Generator().manual_seed(0)  # the same work every round
+        if self.device != "cpu":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        for batch in batches:
-            augment.augment(batch, pipeline, generator)
-        if device != "cpu":
+        for batch in self.batches:
+            augment.augment(batch, self.pipeline, generator)
+        if self.device != "cpu":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return len(patches) / best
+        return time.perf_counter() - start
 
 
 def benchmark(patch, ds_scales, use_mask, image, seg, count, rounds) -> list[dict]:
+    """Samples per second of every setting; rounds interleave the settings, and each keeps its fastest round,
+    so that other load on the machine hits both libraries alike."""
     rotation, dummy_2d, _ = augment.rotation_and_mirroring_for(patch)
     size = augment.initial_patch_size(patch, rotation, dummy_2d=dummy_2d)
     patches = crops(image, seg, size, count)
     pipeline = nnseg_pipeline(patch, ds_scales, use_mask)
     common = (patch, ds_scales, use_mask, image, seg, size, count)
+    settings = {("nnunet", "cpu", 1, "1 process"): Processes("nnunet", 1, *common),
+                ("nnseg", "cpu", 1, "1 thread"): InProcess(pipeline, patches, 1),
+                ("nnunet", "cpu", 2, "2 processes"): Processes("nnunet", 2, *common),
+                ("nnseg", "cpu", 2, "2 threads"): InProcess(pipeline, patches, 2),
+                ("nnseg", "cpu", 2, "2 processes"): Processes("nnseg", 2, *common)}
+    if torch.cuda.is_available():
+        settings[("nnseg", "cuda", 1, "1 GPU")] = InProcess(pipeline, patches, 1, "cuda")
+    best = {key: math.inf for key in settings}
+    for _ in range(rounds):
+        for key, setting in settings.items():
+            best[key] = min(best[key], setting.seconds())
+    for setting in settings.values():
+        if isinstance(setting, Processes):
+            setting.pool.terminate()
+    speed = {key: count / seconds for key, seconds in best.items()}
     rows = []
-
-    def row(device, cores, how, nnunet, ours):
+    for (library, device, cores, how), ours in speed.items():
+        if library != "nnseg":
+            continue
+        nnunet = speed[("nnunet", "cpu", cores, f"{cores} process" + "es" * (cores > 1))]
         rows.append({"patch_size": list(patch), "initial_patch_size": list(size), "device": device, "cores": cores,
                      "nnseg_nb": how, "nnunet_samples_per_s": nnunet, "nnseg_samples_per_s": ours,
                      "ratio": ours / nnunet})
-        print(f"{str(patch):>16} {device} x{cores} {how:>10}   nnU-Net {nnunet:7.2f}/s ({nnunet / cores:6.2f}/core)   "
-              f"nnseg_nb {ours:7.2f}/s ({ours / cores:6.2f}/core)   ratio {ours / nnunet:5.2f}", flush=True)
-
-    for cores in (1, 2):
-        nnunet = time_processes("nnunet", *common, cores, rounds)
-        row("cpu", cores, f"{cores} thread" + "s" * (cores > 1), nnunet, time_nnseg(pipeline, patches, cores, rounds))
-        if cores > 1:
-            row("cpu", cores, f"{cores} procs", nnunet, time_processes("nnseg", *common, cores, rounds))
-    if torch.cuda.is_available():
-        row("cuda", 1, "1 GPU", rows[0]["nnunet_samples_per_s"], time_nnseg(pipeline, patches, 1, rounds, "cuda"))
+        print(f"{str(patch):>16} {device} x{cores}  nnU-Net {nnunet:7.2f}/s ({nnunet / cores:6.2f}/core)   "
+              f"nnseg_nb {how:>11} {ours:7.2f}/s ({ours / cores:6.2f}/core)   ratio {ours / nnunet:5.2f}", flush=True)
     return rows
 
 

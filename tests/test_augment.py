@@ -665,3 +665,17 @@ def test_augment_needs_a_cpu_generator():
 
     with pytest.raises(ValueError, match="CPU torch.Generator"):
         A.augment(make_batch((8, 8, 8)), [], FakeGenerator())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gives_the_cpu_result():
+    """The same seed draws the same parameters on either device; without per-voxel noise, the same batch."""
+    patch = (16, 16, 16)
+    rotation, _, mirror_axes = A.rotation_and_mirroring_for(patch)
+    batch = make_batch(A.initial_patch_size(patch, rotation), b=4)
+    settings = dataclasses.replace(A.NNUNET_DEFAULTS, p_noise=0.0, p_rotation=0.5, p_scaling=0.5, p_blur=0.5)
+    pipeline = A.training_pipeline(patch, rotation, mirror_axes, settings=settings, deep_supervision_scales=[[1] * 3])
+    on_cpu = A.augment(batch, pipeline, gen(3))
+    on_cuda = A.augment({k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}, pipeline, gen(3))
+    torch.testing.assert_close(on_cuda["image"].cpu(), on_cpu["image"], atol=1e-4, rtol=1e-4)
+    assert (on_cuda["seg"][0].cpu() != on_cpu["seg"][0]).float().mean() < 1e-3
