@@ -57,7 +57,7 @@ def load_case(folder: Path, case: str | None) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg, dtype=np.int16)
 
 
-def crops(image: np.ndarray, seg: np.ndarray, size, count: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def crops(image: np.ndarray, seg: np.ndarray, size, count: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
     """``count`` random crops of ``size`` (image padded with 0, seg with -1 where they leave the volume)."""
     rng = np.random.RandomState(seed)
     pad = [(0, 0)] + [(s, s) for s in size]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
@@ -348,8 +348,11 @@ class SpatialTransform(Transform):
         warped = _indices(params["rotate"] | params["scale"])
         plain = [b for b in range(len(image)) if b not in warped]
         starts = [s // 2 - p // 2 for s, p in zip(spatial, patch)]
-        images = [(plain, _crop_with_padding(image, starts, patch, 0.0)[plain])] if plain else []
-        segs = [(plain, _crop_with_padding(seg, starts, patch, OUTSIDE_LABEL)[plain])] if plain and seg is not None else []
+        images, segs = [], []  # (sample indices, their new patches)
+        if plain:
+            images.append((plain, _crop_with_padding(image, starts, patch, 0.0)[plain]))
+            if seg is not None:
+                segs.append((plain, _crop_with_padding(seg, starts, patch, OUTSIDE_LABEL)[plain]))
         if warped:
             centered = _centered_coordinates(params["affine"][warped], patch, image)
             images.append((warped, _sample_image(image if not plain else image[warped], centered)))
@@ -861,6 +864,8 @@ class RandomBinaryOperator(Transform):
                 "radii": _uniform(*self.radius_range, (b, n), generator)}
 
     def apply(self, batch: Batch, params: Params) -> Batch:
+        if not (params["applied"][:, None] & params["chosen"]).any():
+            return batch
         image = batch["image"]
         first = image.shape[1] - self.num_channels
         one_hot = image[:, first:] != 0
@@ -1041,7 +1046,7 @@ def training_pipeline(
         regions, ignore_label: region-based training (the ignore label becomes the last region).
         deep_supervision_scales: from ``deep_supervision_scales``; None without deep supervision.
 
-    >>> [type(t).__name__ for t in training_pipeline((16, 16, 16), (-0.5, 0.5), (0, 1, 2))]  # doctest: +NORMALIZE_WHITESPACE
+    >>> [type(t).__name__ for t in training_pipeline((16, 16, 16), (-0.5, 0.5), (0, 1, 2))]
     ['SpatialTransform', 'GaussianNoise', 'GaussianBlur', 'MultiplicativeBrightness', 'Contrast',
      'SimulateLowResolution', 'Gamma', 'Gamma', 'Mirror', 'RemoveLabel']
     """

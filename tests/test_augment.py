@@ -417,7 +417,8 @@ def test_lowres_ignores_axis_0_in_dummy_2d():
 
 
 def test_brightness_multiplies_per_channel():
-    params = {"applied": torch.tensor([True, False]), "multipliers": torch.tensor([[0.8, 1.2], [0.9, 0.9]], dtype=torch.float64)}
+    params = {"applied": torch.tensor([True, False]),
+              "multipliers": torch.tensor([[0.8, 1.2], [0.9, 0.9]], dtype=torch.float64)}
     out = A.MultiplicativeBrightness().apply({"image": torch.ones(2, 2, 3)}, params)["image"]
     torch.testing.assert_close(out[:, :, 0], torch.tensor([[0.8, 1.2], [1.0, 1.0]]))
 
@@ -531,7 +532,8 @@ def test_structuring_elements_and_operators_match_batchgeneratorsv2():
     for i, (radius, operator) in enumerate(zip(cases["op_radii"], cases["operators"])):
         t = A.RandomBinaryOperator(1)
         params = {"applied": torch.tensor([True]), "chosen": torch.tensor([[True]]), "order": torch.tensor([[0]]),
-                  "operators": torch.tensor([[int(operator)]]), "radii": torch.tensor([[float(radius)]], dtype=torch.float64)}
+                  "operators": torch.tensor([[int(operator)]]),
+                  "radii": torch.tensor([[float(radius)]], dtype=torch.float64)}
         out = t.apply({"image": mask[None, None].float()}, params)["image"][0, 0]
         assert np.array_equal(out.bool().numpy(), cases[f"op_result_{i}"]), (radius, A.BINARY_OPERATORS[int(operator)])
 
@@ -541,11 +543,14 @@ def test_binary_operators_match_scipy(operator):
     rng = np.random.default_rng(0)
     mask = ndimage.binary_dilation(rng.random((14, 15, 13)) > 0.97, iterations=2)
     element = A.structuring_element(2.0, 3).numpy()
-    expected = {"dilation": lambda m: ndimage.binary_dilation(m, element),
-                "erosion": lambda m: ndimage.binary_erosion(m, element, border_value=1),  # border does not erode
-                "closing": lambda m: ndimage.binary_erosion(ndimage.binary_dilation(m, element), element, border_value=1),
-                "opening": lambda m: ndimage.binary_dilation(ndimage.binary_erosion(m, element, border_value=1), element),
-                }[operator](mask)
+    def dilate(m):
+        return ndimage.binary_dilation(m, element)
+
+    def erode(m):  # the outside counts as foreground: the border does not erode
+        return ndimage.binary_erosion(m, element, border_value=1)
+
+    expected = {"dilation": dilate, "erosion": erode, "closing": lambda m: erode(dilate(m)),
+                "opening": lambda m: dilate(erode(m))}[operator](mask)
     params = {"applied": torch.tensor([True]), "chosen": torch.tensor([[True]]), "order": torch.tensor([[0]]),
               "operators": torch.tensor([[A.BINARY_OPERATORS.index(operator)]]),
               "radii": torch.tensor([[2.0]], dtype=torch.float64)}
