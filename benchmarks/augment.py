@@ -7,7 +7,7 @@ Both libraries get the same crops of ``initial_patch_size`` (image float32, seg 
 makes them) and return the final patch with its deep-supervision targets. nnU-Net runs its own
 ``nnUNetTrainer.get_training_transforms`` sample by sample, in 1 or 2 processes of one thread each (what its
 data-loader workers do); nnseg_nb augments batches of 2 in one process with ``torch.set_num_threads(1/2)``,
-in 2 single-threaded processes, and on CUDA when there is a GPU. Loading and the transfer between worker
+in 2 Python threads with one torch thread each, in 2 single-threaded processes, and on CUDA if there is one. Loading and the transfer between worker
 processes are not timed. Rounds interleave the settings and each keeps its fastest round, so that other load
 on the machine hits both libraries alike; every round of a setting does the same work (fixed seeds), but the
 two libraries draw different random parameters, so use enough samples.
@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,17 +58,26 @@ def load_case(folder: Path, case: str | None) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg, dtype=np.int16)
 
 
-def crops(image: np.ndarray, seg: np.ndarray, size, count: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
-    """``count`` random crops of ``size`` (image padded with 0, seg with -1 where they leave the volume)."""
+def crop_starts(shape, size, count: int, seed: int = 0) -> list[list[int]]:
+    """Lower corners of ``count`` random crops of ``size``, reaching up to half a crop out of the volume."""
     rng = np.random.RandomState(seed)
-    pad = [(0, 0)] + [(s, s) for s in size]
-    image, seg = np.pad(image, pad), np.pad(seg, pad, constant_values=-1)
-    out = []
-    for _ in range(count):
-        start = [rng.randint(s // 2, dim - s - s // 2 + 1) for s, dim in zip(size, image.shape[1:])]
-        box = (slice(None), *[slice(a, a + s) for a, s in zip(start, size)])
-        out.append((torch.from_numpy(image[box].copy()), torch.from_numpy(seg[box].copy())))
-    return out
+    return [[rng.randint(-(s - s // 2), dim - s // 2 + 1) for s, dim in zip(size, shape)] for _ in range(count)]
+
+
+def crop(image: np.ndarray, seg: np.ndarray, start, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """One crop (image padded with 0, seg with -1 where it leaves the volume), as torch tensors."""
+    inside = (slice(None), *[slice(max(a, 0), min(a + s, dim)) for a, s, dim in zip(start, size, image.shape[1:])])
+    pad = [(0, 0)] + [(max(-a, 0), max(a + s - dim, 0)) for a, s, dim in zip(start, size, image.shape[1:])]
+    return (torch.from_numpy(np.pad(image[inside], pad)),
+            torch.from_numpy(np.pad(seg[inside], pad, constant_values=-1)))
+
+
+def stacked_batches(image, seg, size, starts) -> list[dict]:
+    batches = []
+    for i in range(0, len(starts), BATCH_SIZE):
+        pairs = [crop(image, seg, start, size) for start in starts[i:i + BATCH_SIZE]]
+        batches.append({"image": torch.stack([p[0] for p in pairs]), "seg": torch.stack([p[1] for p in pairs])})
+    return batches
 
 
 def default_ds_scales(patch) -> list[list[float]]:
@@ -115,64 +125,73 @@ def run_nnseg(samples, pipeline, generator) -> None:
     augment.augment(batch, pipeline, generator)
 
 
-_WORKER = {}  # per worker process: its crops and its pipeline, made before any timing
+_WORKER = {}  # per worker process: the volume, where to crop, and the pipeline
 
 
-def _init_worker(library, patch, ds_scales, use_mask, image, seg, size, count) -> None:
+def _init_worker(library, patch, ds_scales, use_mask, image, seg, size, starts) -> None:
     torch.set_num_threads(1)
-    _WORKER["patches"] = crops(image, seg, size, count)
-    _WORKER["generator"] = generator = torch.Generator()
+    _WORKER.update(image=image, seg=seg, size=size, starts=starts, generator=torch.Generator())
     if library == "nnunet":
         transforms = nnunet_transforms(patch, ds_scales, use_mask)
         _WORKER["run"] = lambda samples: run_nnunet(samples, transforms)
     else:
         pipeline = nnseg_pipeline(patch, ds_scales, use_mask)
-        _WORKER["run"] = lambda samples: run_nnseg(samples, pipeline, generator)
+        _WORKER["run"] = lambda samples: run_nnseg(samples, pipeline, _WORKER["generator"])
 
 
-def _work(indices) -> None:
+def _work(indices) -> float:
+    """Augment the crops ``indices`` in batches; seconds taken, not counting making the crops."""
+    samples = [crop(_WORKER["image"], _WORKER["seg"], _WORKER["starts"][i], _WORKER["size"]) for i in indices]
     np.random.seed(indices[0])  # batchgeneratorsv2 draws from the global generators; same work every round
     torch.manual_seed(indices[0])
     _WORKER["generator"].manual_seed(indices[0])
-    for i in range(0, len(indices), BATCH_SIZE):
-        _WORKER["run"]([_WORKER["patches"][j] for j in indices[i:i + BATCH_SIZE]])
+    start = time.perf_counter()
+    for i in range(0, len(samples), BATCH_SIZE):
+        _WORKER["run"](samples[i:i + BATCH_SIZE])
+    return time.perf_counter() - start
 
 
 class Processes:
-    """``workers`` single-threaded processes, each augmenting its share of the batches (nnU-Net's loader)."""
+    """``workers`` single-threaded processes, each augmenting its share of the batches (nnU-Net's loader).
+    A round takes as long as the slowest worker."""
 
-    def __init__(self, library, workers, patch, ds_scales, use_mask, image, seg, size, count):
+    def __init__(self, library, workers, patch, ds_scales, use_mask, image, seg, size, starts):
+        count = len(starts)
         chunks = [list(range(2 * w, count, 2 * workers)) for w in range(workers)]
         self.chunks = [[j for i in chunk for j in (i, i + 1) if j < count] for chunk in chunks]
         self.pool = multiprocessing.get_context("fork").Pool(
-            workers, _init_worker, (library, patch, ds_scales, use_mask, image, seg, size, count))
+            workers, _init_worker, (library, patch, ds_scales, use_mask, image, seg, size, starts))
         self.pool.map(_work, [chunk[:BATCH_SIZE] for chunk in self.chunks], chunksize=1)  # warm-up
 
     def seconds(self) -> float:
-        start = time.perf_counter()
-        self.pool.map(_work, self.chunks, chunksize=1)
-        return time.perf_counter() - start
+        return max(self.pool.map(_work, self.chunks, chunksize=1))
 
 
 class InProcess:
-    """nnseg_nb's batched augmentation in this process, with ``threads`` torch threads (or on CUDA)."""
+    """nnseg_nb's batched augmentation in this process: ``threads`` torch threads, or ``batch_threads`` Python
+    threads each augmenting its own batches with one torch thread (ATen releases the GIL), or on CUDA."""
 
-    def __init__(self, pipeline, patches, threads, device="cpu"):
-        self.pipeline, self.threads, self.device = pipeline, threads, device
-        self.batches = [{"image": torch.stack([p[0] for p in patches[i:i + BATCH_SIZE]]).to(device),
-                         "seg": torch.stack([p[1] for p in patches[i:i + BATCH_SIZE]]).to(device)}
-                        for i in range(0, len(patches), BATCH_SIZE)]
+    def __init__(self, pipeline, batches, threads=1, batch_threads=1, device="cpu"):
+        self.pipeline, self.threads, self.batch_threads, self.device = pipeline, threads, batch_threads, device
+        self.batches = [{k: v.to(device) for k, v in batch.items()} for batch in batches]
+        self.executor = ThreadPoolExecutor(batch_threads) if batch_threads > 1 else None
         torch.set_num_threads(threads)
         augment.augment(self.batches[0], pipeline, torch.Generator().manual_seed(1))  # warm-up
 
+    def _run(self, batches) -> None:
+        for i, batch in batches:
+            augment.augment(batch, self.pipeline, torch.Generator().manual_seed(i))  # the same work every round
+
     def seconds(self) -> float:
         torch.set_num_threads(self.threads)
-        generator = torch.Generator().manual_seed(0)  # the same work every round
+        numbered = list(enumerate(self.batches))
         if self.device != "cpu":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        for batch in self.batches:
-            augment.augment(batch, self.pipeline, generator)
+        if self.executor is None:
+            self._run(numbered)
+        else:
+            list(self.executor.map(self._run, [numbered[k::self.batch_threads] for k in range(self.batch_threads)]))
         if self.device != "cpu":
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -183,16 +202,18 @@ def benchmark(patch, ds_scales, use_mask, image, seg, count, rounds) -> list[dic
     so that other load on the machine hits both libraries alike."""
     rotation, dummy_2d, _ = augment.rotation_and_mirroring_for(patch)
     size = augment.initial_patch_size(patch, rotation, dummy_2d=dummy_2d)
-    patches = crops(image, seg, size, count)
+    starts = crop_starts(image.shape[1:], size, count)
     pipeline = nnseg_pipeline(patch, ds_scales, use_mask)
-    common = (patch, ds_scales, use_mask, image, seg, size, count)
-    settings = {("nnunet", "cpu", 1, "1 process"): Processes("nnunet", 1, *common),
-                ("nnseg", "cpu", 1, "1 thread"): InProcess(pipeline, patches, 1),
+    common = (patch, ds_scales, use_mask, image, seg, size, starts)
+    settings = {("nnunet", "cpu", 1, "1 process"): Processes("nnunet", 1, *common),  # forked before the batches
                 ("nnunet", "cpu", 2, "2 processes"): Processes("nnunet", 2, *common),
-                ("nnseg", "cpu", 2, "2 threads"): InProcess(pipeline, patches, 2),
                 ("nnseg", "cpu", 2, "2 processes"): Processes("nnseg", 2, *common)}
+    batches = stacked_batches(image, seg, size, starts)
+    settings.update({("nnseg", "cpu", 1, "1 thread"): InProcess(pipeline, batches),
+                     ("nnseg", "cpu", 2, "2 threads"): InProcess(pipeline, batches, threads=2),
+                     ("nnseg", "cpu", 2, "2 batch threads"): InProcess(pipeline, batches, batch_threads=2)})
     if torch.cuda.is_available():
-        settings[("nnseg", "cuda", 1, "1 GPU")] = InProcess(pipeline, patches, 1, "cuda")
+        settings[("nnseg", "cuda", 1, "1 GPU")] = InProcess(pipeline, batches, device="cuda")
     best = {key: math.inf for key in settings}
     for _ in range(rounds):
         for key, setting in settings.items():
@@ -200,9 +221,13 @@ def benchmark(patch, ds_scales, use_mask, image, seg, count, rounds) -> list[dic
     for setting in settings.values():
         if isinstance(setting, Processes):
             setting.pool.terminate()
+        elif setting.executor is not None:
+            setting.executor.shutdown()
     speed = {key: count / seconds for key, seconds in best.items()}
     rows = []
-    for (library, device, cores, how), ours in speed.items():
+    order = ["1 thread", "2 threads", "2 batch threads", "2 processes", "1 GPU"]
+    for (library, device, cores, how), ours in sorted(speed.items(), key=lambda item: order.index(item[0][3])
+                                                       if item[0][0] == "nnseg" else -1):
         if library != "nnseg":
             continue
         nnunet = speed[("nnunet", "cpu", cores, f"{cores} process" + "es" * (cores > 1))]
@@ -210,7 +235,7 @@ def benchmark(patch, ds_scales, use_mask, image, seg, count, rounds) -> list[dic
                      "nnseg_nb": how, "nnunet_samples_per_s": nnunet, "nnseg_samples_per_s": ours,
                      "ratio": ours / nnunet})
         print(f"{str(patch):>16} {device} x{cores}  nnU-Net {nnunet:7.2f}/s ({nnunet / cores:6.2f}/core)   "
-              f"nnseg_nb {how:>11} {ours:7.2f}/s ({ours / cores:6.2f}/core)   ratio {ours / nnunet:5.2f}", flush=True)
+              f"nnseg_nb {how:>15} {ours:7.2f}/s ({ours / cores:6.2f}/core)   ratio {ours / nnunet:5.2f}", flush=True)
     return rows
 
 
