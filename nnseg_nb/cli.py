@@ -360,10 +360,10 @@ def _cmd_record(args) -> int:
 
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "convert": _add_convert_parser,
     "verify": _add_verify_parser,
-    "preprocess": _add_preprocess_parser,
+    "convert": _add_convert_parser,
     "fingerprint": _add_fingerprint_parser,
+    "preprocess": _add_preprocess_parser,
     "run": _add_run_parser,
     "batch": _add_batch_parser,
     "demo": _add_demo_parser,
