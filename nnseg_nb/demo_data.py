@@ -35,7 +35,7 @@ from scipy import ndimage
 from . import io, paths
 from .dataset import write_dataset_json
 from .paths import parse_dataset_folder_name
-from .utils import atomic_write_json, load_json
+from .utils import atomic_write_json, file_lock, load_json
 
 MARKER_FILE = ".nnseg_demo.json"
 MNI_ASSET = "mni_icbm152_2mm.npz"
@@ -511,12 +511,13 @@ def build_demo_datasets(raw_root: str | os.PathLike | None = None, seed: int = 0
     folders = {}
     for name in select_demo_datasets(only):
         target = root / name
-        status = demo_build_status(target, seed, num_train, num_test)
-        if status == "foreign" and not overwrite:
-            raise FileExistsError(f"{target}: exists and is not an nnseg_nb demo build; pass overwrite=True "
-                                  "(--overwrite) to replace it")
-        if status != "current" or overwrite:
-            _build_into_place(name, root, _build_record(name, seed, num_train, num_test), progress)
+        with file_lock(root / f".{name}.lock"):  # a concurrent build of the same dataset waits, then finds it
+            status = demo_build_status(target, seed, num_train, num_test)
+            if status == "foreign" and not overwrite:
+                raise FileExistsError(f"{target}: exists and is not an nnseg_nb demo build; pass overwrite=True "
+                                      "(--overwrite) to replace it")
+            if status != "current" or overwrite:
+                _build_into_place(name, root, _build_record(name, seed, num_train, num_test), progress)
         folders[name] = target
     return folders
 

@@ -191,7 +191,8 @@ def test_a_current_build_is_kept_and_anything_else_rebuilt(tmp_path):
     stamp = label.stat().st_mtime_ns
     build_demo_datasets(tmp_path, overwrite=True, **small)
     assert label.stat().st_mtime_ns != stamp
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset904_Shapes2D"]  # no temporary folders left
+    left = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock")
+    assert left == ["Dataset904_Shapes2D"]  # no temporary folders left
 
 
 def test_a_folder_that_is_no_demo_build_is_not_replaced(tmp_path):
@@ -216,7 +217,22 @@ def test_an_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_data, "_shapes_case", crashing_case)
     with pytest.raises(KeyboardInterrupt):
         build_demo_datasets(tmp_path, only=["Shapes2D"], num_train=2, num_test=0, progress=False)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".Dataset904_Shapes2D.lock"]
+
+
+def test_concurrent_builds_of_one_dataset_make_one_build(tmp_path, monkeypatch):
+    """Notebooks under pytest-xdist build the demo data at the same time: one builds, the others wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    builds = []
+    build_into_place = demo_data._build_into_place
+    monkeypatch.setattr(demo_data, "_build_into_place", lambda *args: builds.append(1) or build_into_place(*args))
+    small = dict(only=["Shapes2D"], num_train=3, num_test=1, progress=False)
+    with ThreadPoolExecutor(4) as pool:  # flock locks per open file, so threads exclude each other too
+        folders = list(pool.map(lambda _: build_demo_datasets(tmp_path, **small), range(4)))
+    assert len(builds) == 1 and all(f == folders[0] for f in folders)
+    assert demo_build_status(folders[0]["Dataset904_Shapes2D"], 0, 3, 1) == "current"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".Dataset904_Shapes2D.lock", "Dataset904_Shapes2D"]
 
 
 def test_select_demo_datasets():
