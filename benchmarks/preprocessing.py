@@ -129,9 +129,7 @@ def _run(work: Path, workers: int, only: list[str] | None) -> list[dict]:
                   f"({e['ratio']:.2f}x); compute only {c['ratio']:.2f}x; {q['cases']} cases, max |data diff| "
                   f"{q['max_abs_data_diff']:.3g}, seg voxels differing {q['seg_voxels_differing']}, "
                   f"class-location keys differing {q['class_location_keys_differing']}", flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "rows": rows},
-                                             indent=2))
+    return rows
 
 
 if __name__ == "__main__":
