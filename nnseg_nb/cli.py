@@ -160,6 +160,203 @@ def _cmd_fingerprint(args) -> int:
     return 0
 
 
+# --- plan (nnseg_nb.planning) -------------------------------------------------------------------
+
+
+def _add_plan_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="plan patch, network and batch size per configuration (nnUNetv2_plan_experiment)",
+        description="Plan a dataset as nnUNetv2_plan_experiment does (ExperimentPlanner or a ResEnc preset), "
+                    "from its fingerprint and dataset.json. DATASET: compute the fingerprint if <preprocessed>/"
+                    "<DatasetXXX_Name>/dataset_fingerprint.json is missing, write <plans name>.json and a copy of "
+                    "dataset.json there. --fingerprint F --dataset-json J -o PLANS.json: plan from the two files "
+                    "alone. Configurations that an existing plans file has and this planner does not make are "
+                    "kept, as nnU-Net does.")
+    parser.add_argument("dataset", nargs="?", default=None, help="raw dataset: folder, DatasetXXX_Name, Name or id")
+    parser.add_argument("--planner", default="default", metavar="NAME",
+                        help="default (ExperimentPlanner, 8 GB), resenc-m (8 GB), resenc-l (24 GB) or resenc-xl "
+                             "(40 GB); default: default")
+    parser.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
+                        help="GPU memory target instead of the planner's (nnU-Net's -gpu_memory_target); the plans "
+                             "name stays the planner's unless --plans-name")
+    parser.add_argument("--overwrite-target-spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="3d_fullres target spacing in the images' axis order instead of the planned one")
+    parser.add_argument("--plans-name", default=None,
+                        help="plans identifier: file <name>.json, data folders <name>_<configuration> (default: the "
+                             "planner's, e.g. nnUNetPlans; nnU-Net's -overwrite_plans_name)")
+    parser.add_argument("--fingerprint", default=None, metavar="FILE", help="plan from this dataset_fingerprint.json")
+    parser.add_argument("--dataset-json", default=None, metavar="FILE", help="... and this dataset.json")
+    parser.add_argument("--dataset-name", default=None,
+                        help="dataset_name written into the plans with --fingerprint (default: the fingerprint's "
+                             "folder if it is named DatasetXXX_Name, else dataset.json's name)")
+    parser.add_argument("-o", "--output", default=None, metavar="PLANS.json",
+                        help="plans file (default <preprocessed>/<DatasetXXX_Name>/<plans name>.json; required "
+                             "with --fingerprint)")
+    parser.add_argument("-np", "--num-workers", type=int, default=None,
+                        help="processes for the fingerprint, if it has to be computed "
+                             "(default 8, at most the CPU count)")
+    parser.add_argument("--explain", action="store_true",
+                        help="print the planner's decisions: target spacing, each shrink step, batch size, 3d_lowres")
+    parser.set_defaults(func=_cmd_plan)
+
+
+def _plan_argument_problems(args) -> list[str]:
+    import math
+
+    from nnseg_nb.planning import PRESETS
+
+    problems = []
+    if args.planner not in PRESETS:
+        problems.append(f"unknown --planner {args.planner!r}; choose one of {', '.join(PRESETS)}")
+    if args.gpu_memory is not None and not 0 < args.gpu_memory < math.inf:
+        problems.append(f"--gpu-memory must be a positive number of GB, got {args.gpu_memory:g}")
+    if args.overwrite_target_spacing and not all(0 < s < math.inf for s in args.overwrite_target_spacing):
+        problems.append(f"--overwrite-target-spacing must be three positive spacings, got "
+                        f"{' '.join(f'{s:g}' for s in args.overwrite_target_spacing)}")
+    if args.plans_name is not None and (not args.plans_name or any(c in args.plans_name for c in "/\\")
+                                        or args.plans_name.endswith(".json")):
+        problems.append(f"--plans-name is a name such as nnUNetPlans_16GB (no folder, no .json), "
+                        f"got {args.plans_name!r}")
+    if args.num_workers is not None and args.num_workers < 1:
+        problems.append(f"-np must be at least 1, got {args.num_workers}")
+    from_files = args.fingerprint is not None or args.dataset_json is not None
+    if args.dataset is not None and from_files:
+        problems.append("give either DATASET or --fingerprint with --dataset-json, not both")
+    elif args.dataset is None and not from_files:
+        problems.append("give a DATASET, or --fingerprint FILE --dataset-json FILE -o PLANS.json")
+    elif from_files and (args.fingerprint is None or args.dataset_json is None or args.output is None):
+        problems.append("planning from files needs all of --fingerprint FILE, --dataset-json FILE and -o PLANS.json")
+    return problems
+
+
+def _plan_settings(args):
+    """The planner preset with the command line's changes; nnseg_nb's warnings become 'warning:' lines."""
+    import dataclasses
+    import warnings
+
+    from nnseg_nb.planning import preset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settings = preset(args.planner, args.gpu_memory)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    changes = {}
+    if args.plans_name:
+        changes["plans_name"] = args.plans_name
+    elif settings.gpu_memory_target_gb != preset(args.planner).gpu_memory_target_gb:
+        print(f"note: {settings.plans_name}.json will hold a plan for {settings.gpu_memory_target_gb:g} GB; "
+              "--plans-name keeps it apart from the planner's default plans", file=sys.stderr)
+    if args.overwrite_target_spacing:
+        changes["overwrite_target_spacing"] = tuple(args.overwrite_target_spacing)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _plan_inputs_from_dataset(args, plans_name: str) -> tuple[dict, dict, str, Path, Path]:
+    """``(fingerprint, dataset_json, dataset_name, plans file, raw folder)``; the fingerprint is computed if missing."""
+    from nnseg_nb.dataset import load_dataset_json
+    from nnseg_nb.fingerprint import FINGERPRINT_FILE, ensure_fingerprint, fingerprint_path
+    from nnseg_nb.paths import find_dataset, parse_dataset_folder_name
+
+    folder = find_dataset(args.dataset)
+    try:
+        parse_dataset_folder_name(folder.name)
+        fingerprint_file = fingerprint_path(folder.name)
+    except ValueError:
+        if args.output is None:
+            raise UserError(f"{folder} is not named DatasetXXX_Name, so it has no default output; "
+                            "give -o PLANS.json") from None
+        fingerprint_file = Path(args.output).parent / FINGERPRINT_FILE
+    output = Path(args.output) if args.output else fingerprint_file.parent / f"{plans_name}.json"
+    dataset_json = load_dataset_json(folder)
+    if fingerprint_file.is_file():
+        print(f"fingerprint: {fingerprint_file}")
+    else:
+        print(f"fingerprint: computing {fingerprint_file}", flush=True)
+    fingerprint = ensure_fingerprint(folder, output=fingerprint_file, num_workers=args.num_workers)
+    return fingerprint, dataset_json, folder.name, output, folder
+
+
+def _plan_inputs_from_files(args) -> tuple[dict, dict, str | None, Path]:
+    """``(fingerprint, dataset_json, dataset_name, plans file)`` from --fingerprint, --dataset-json and -o."""
+    from nnseg_nb.dataset import load_dataset_json
+    from nnseg_nb.fingerprint import load_fingerprint
+    from nnseg_nb.paths import parse_dataset_folder_name
+
+    problems, fingerprint, dataset_json = [], None, None
+    try:
+        fingerprint = load_fingerprint(args.fingerprint)
+    except (ValueError, FileNotFoundError, TypeError) as e:  # TypeError: JSON that is not an object
+        problems.append(str(e) if not isinstance(e, TypeError) else f"{args.fingerprint}: not a dataset fingerprint")
+    try:
+        dataset_json = load_dataset_json(args.dataset_json)  # the file, or a folder holding it
+    except (ValueError, FileNotFoundError) as e:
+        problems.append(str(e))
+    if problems:
+        raise UserError(*problems)
+    name, dataset_json_path = args.dataset_name, Path(args.dataset_json).resolve()
+    for folder in (Path(args.fingerprint).resolve().parent,
+                   dataset_json_path if dataset_json_path.is_dir() else dataset_json_path.parent):
+        try:
+            parse_dataset_folder_name(folder.name)
+            name = name or folder.name  # nnU-Net writes the dataset's folder name
+        except ValueError:
+            pass
+    return fingerprint, dataset_json, name, Path(args.output)
+
+
+def _copy_next_to_plans(raw_folder: Path, preprocessed_folder: Path) -> None:
+    """dataset.json (always) and splits_final.json (if the raw folder has one) next to the plans, as nnU-Net."""
+    from nnseg_nb.utils import atomic_write_bytes, load_json
+
+    atomic_write_bytes(preprocessed_folder / "dataset.json", (raw_folder / "dataset.json").read_bytes())
+    splits, target = raw_folder / "splits_final.json", preprocessed_folder / "splits_final.json"
+    if not splits.is_file():
+        return
+    if not target.is_file():
+        atomic_write_bytes(target, splits.read_bytes())
+        return
+    try:
+        as_sets = [[(set(f["train"]), set(f["val"])) for f in load_json(path)] for path in (splits, target)]
+    except (KeyError, TypeError):
+        raise UserError(f"{splits} or {target} is not a list of folds with train and val cases") from None
+    if as_sets[1][:len(as_sets[0])] != as_sets[0]:
+        raise UserError(f"{target} has other folds than {splits}; remove one of them")
+
+
+def _cmd_plan(args) -> int:
+    from nnseg_nb.planning import format_explanation, keep_custom_configurations, load_plans, plan, save_plans, \
+        summary_lines
+
+    problems = _plan_argument_problems(args)
+    if problems:
+        raise UserError(*problems)
+    settings = _plan_settings(args)
+    if args.dataset is not None:
+        fingerprint, dataset_json, dataset_name, output, raw_folder = _plan_inputs_from_dataset(
+            args, settings.plans_name)
+    else:
+        (fingerprint, dataset_json, dataset_name, output), raw_folder = _plan_inputs_from_files(args), None
+    trace = [] if args.explain else None  # plan() appends its decisions (what planning.explain returns)
+    try:
+        plans = plan(fingerprint, dataset_json, settings, dataset_name=dataset_name, trace=trace)
+    except ValueError as e:
+        raise UserError(f"cannot plan {dataset_name or output.stem}: {e}") from None
+    kept = []
+    if output.is_file():  # keep configurations someone added by hand, as nnU-Net does when it replans
+        old = load_plans(output)
+        kept = [name for name in old.configurations if name not in plans.configurations]
+        plans = keep_custom_configurations(plans, old)
+    save_plans(plans, output)
+    if raw_folder is not None:
+        _copy_next_to_plans(raw_folder, output.parent)
+    if trace:
+        print(format_explanation(trace) + "\n")
+    print(f"wrote {output} ({settings.planner_name}, {settings.gpu_memory_target_gb:g} GB GPU target)")
+    print("\n".join(summary_lines(plans, kept)))
+    return 0
+
+
 # --- preprocess (nnseg_nb.preprocessing) -----------------------------------------------------
 
 
@@ -363,6 +560,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "verify": _add_verify_parser,
     "convert": _add_convert_parser,
     "fingerprint": _add_fingerprint_parser,
+    "plan": _add_plan_parser,
     "preprocess": _add_preprocess_parser,
     "run": _add_run_parser,
     "batch": _add_batch_parser,

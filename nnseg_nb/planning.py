@@ -5,6 +5,7 @@
     fullres.patch_size, fullres.batch_size, fullres.spacing        # [40, 56, 40], 9, [1.0, 1.0, 1.0]
     save_plans(plans, preprocessed / "nnUNetPlans.json")              # nnU-Net's file, key for key
     print(format_explanation(explain(fingerprint, dataset_json, RESENC_L)))   # why these numbers
+    print("\n".join(summary_lines(plans)))                          # patch, batch, spacing per configuration
 
 From the fingerprint (spacings and cropped shapes of the training cases) the planner decides:
 
@@ -940,6 +941,35 @@ def keep_custom_configurations(new: Plans, old: Plans) -> Plans:
     for name, configuration in old.configurations.items():
         merged.configurations.setdefault(name, copy.deepcopy(configuration))
     return merged
+
+
+def summary_lines(plans: Plans, kept: Sequence[str] = ()) -> list[str]:
+    """A table for a terminal: per configuration its patch, batch size, spacing and number of stages.
+
+    ``inherits_from`` is resolved; ``kept`` names configurations carried over from an older file.
+
+    >>> fingerprint = {"spacings": [[1.0, 1.0, 1.0]] * 260, "shapes_after_crop": [[36, 50, 35]] * 260,
+    ...                "median_relative_size_after_cropping": 1.0}
+    >>> dataset_json = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2},
+    ...                 "numTraining": 260, "file_ending": ".nii.gz"}
+    >>> print("\\n".join(summary_lines(plan(fingerprint, dataset_json))))
+    configuration  patch         batch  spacing    stages
+    2d             56 x 40       366    1 x 1      4
+    3d_fullres     40 x 56 x 40  9      1 x 1 x 1  4
+    """
+    rows = [("configuration", "patch", "batch", "spacing", "stages", "")]
+    for name, stored in plans.configurations.items():
+        notes = [f"inherits {stored.inherits_from}"] if stored.inherits_from else []
+        notes += ["kept from the existing file"] if name in kept else []
+        try:
+            c = plans.configuration(name)
+        except ValueError as e:
+            rows.append((name, "?", "?", "?", "?", "; ".join(notes + [str(e)])))
+            continue
+        rows.append((name, " x ".join(map(str, c.patch_size)), str(c.batch_size),
+                     " x ".join(f"{s:.4g}" for s in c.spacing), str(c.architecture.n_stages), ", ".join(notes)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths + [0])).rstrip() for row in rows]
 
 
 def load_plans(path: str | os.PathLike) -> Plans:
