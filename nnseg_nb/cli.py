@@ -347,9 +347,9 @@ def _cmd_plan(args) -> int:
         old = load_plans(output)
         kept = [name for name in old.configurations if name not in plans.configurations]
         plans = keep_custom_configurations(plans, old)
-    save_plans(plans, output)
-    if raw_folder is not None:
+    if raw_folder is not None:  # first: nnU-Net refuses other splits before it writes anything
         _copy_next_to_plans(raw_folder, output.parent)
+    save_plans(plans, output)
     if trace:
         print(format_explanation(trace) + "\n")
     print(f"wrote {output} ({settings.planner_name}, {settings.gpu_memory_target_gb:g} GB GPU target)")

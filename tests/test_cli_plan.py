@@ -139,6 +139,29 @@ def test_dataset_mode_writes_fingerprint_plans_and_dataset_json(roots, capsys):
     assert f"fingerprint: {preprocessed / 'dataset_fingerprint.json'}" in capsys.readouterr().out  # reused
 
 
+@pytest.mark.parametrize("dataset", ["Dataset902_AnisoSynth", "Dataset904_Shapes2D"])
+def test_dataset_mode_on_the_full_demo_build_gives_nnunets_plans(dataset, tmp_path, monkeypatch, capsys):
+    """Raw images -> our fingerprint -> our plans equal nnunetv2's, except the intensity statistics.
+
+    Those are drawn from 1e5 foreground values here instead of nnU-Net's 1e8 (seconds instead of a
+    minute); test_fingerprint checks them against nnunetv2's. The plans copy them from the fingerprint.
+    """
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    monkeypatch.setattr(fingerprint, "FOREGROUND_SAMPLES_TOTAL", 10**5)
+    build_demo_datasets(tmp_path / "raw", only=[dataset], num_test=0, progress=False)  # the fixture's training cases
+    assert cli.main(["plan", dataset, "-np", "1"]) == 0
+    preprocessed, nnunet_folder = tmp_path / "preprocessed" / dataset, FIXTURES / dataset
+    ours_fp, nnunet_fp = (load_fingerprint(folder / "dataset_fingerprint.json")
+                          for folder in (preprocessed, nnunet_folder))
+    for key in ("spacings", "shapes_after_crop", "median_relative_size_after_cropping"):
+        assert ours_fp[key] == nnunet_fp[key]
+    ours, nnunet = (json.loads((folder / "nnUNetPlans.json").read_text()) for folder in (preprocessed, nnunet_folder))
+    intensities = "foreground_intensity_properties_per_channel"
+    assert ours.pop(intensities) == ours_fp[intensities] and nnunet.pop(intensities) == nnunet_fp[intensities]
+    assert differences(ours, nnunet) == []
+
+
 def test_replanning_keeps_a_custom_configuration(roots, capsys):
     plans_file = roots / "preprocessed" / "Dataset902_AnisoSynth" / "nnUNetPlans.json"
     assert cli.main(["plan", "AnisoSynth", "-np", "1"]) == 0
@@ -165,8 +188,10 @@ def test_splits_final_is_copied_and_must_agree(roots, capsys):
     assert cli.main(["plan", "902", "-np", "1"]) == 0
     assert json.loads((preprocessed / "splits_final.json").read_text()) == splits
     (raw / "splits_final.json").write_text(json.dumps([{"train": ["aniso_000"], "val": ["aniso_001", "aniso_002"]}]))
+    (preprocessed / "nnUNetPlans.json").unlink()
     capsys.readouterr()
     [line] = _errors(capsys, ["plan", "902"])
+    assert not (preprocessed / "nnUNetPlans.json").exists()
     assert line == f"error: {preprocessed / 'splits_final.json'} has other folds than {raw / 'splits_final.json'}; " \
                    "remove one of them"
 
