@@ -118,3 +118,34 @@ def preprocessing_figure_for_case(case: Case | Sequence[str], plans, configurati
         target_spacing = [raw_spacing[0], *target_spacing]
     return preprocessing_figure(raw_data.transpose(axes), None if raw_seg is None else raw_seg.transpose(axes),
                                 raw_spacing, data, seg, properties, target_spacing, channel, slice_index)
+
+
+def intensity_histograms(volumes: dict[str, np.ndarray], mask: np.ndarray | None = None,
+                         lines: dict[str, Sequence[float]] | None = None, bins: int = 80,
+                         panel_size: float = 3.2) -> Figure:
+    """One histogram per volume (e.g. raw, then normalized two ways), voxels inside ``mask`` dark, outside light.
+
+    Args:
+        volumes: ``{title: (Z, Y, X) array}``, all of one shape (one channel of one case).
+        mask: (Z, Y, X) bool, e.g. the nonzero mask (``seg >= 0`` after cropping); None: every voxel inside.
+        lines: ``{title: [values]}`` drawn as dashed vertical lines (e.g. clipping percentiles).
+
+    Each title gets the mean and std of the voxels inside the mask, the numbers normalization is about.
+    """
+    lines = lines or {}
+    fig = Figure(figsize=(panel_size * len(volumes), panel_size * 0.75), layout="constrained")
+    axes = fig.subplots(1, len(volumes), squeeze=False)[0]
+    for ax, (title, volume) in zip(axes, volumes.items()):
+        volume = np.asarray(volume, dtype=np.float64)
+        inside = np.ones(volume.shape, bool) if mask is None else np.asarray(mask, bool)
+        ax.hist([volume[inside], volume[~inside]], bins=bins, stacked=True, color=["0.25", "lightsteelblue"],
+                label=["inside the mask", "outside"])
+        for value in lines.get(title, ()):
+            ax.axvline(value, color="firebrick", linestyle="--", linewidth=1)
+        values = volume[inside]
+        ax.set_title(f"{title}\nmean {values.mean():.3g}, std {values.std():.3g} (inside)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks([])
+    if mask is not None and (~np.asarray(mask, bool)).any():
+        axes[0].legend(fontsize=7)
+    return fig
