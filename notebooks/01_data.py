@@ -322,6 +322,13 @@ print(json.dumps({key: converted_json[key] for key in dataset.REQUIRED_KEYS}))
 print("label values now:", np.unique(io.read_seg(converted / "labelsTr" / "img_00.png")[0]).astype(int).tolist())
 
 # %% [markdown]
+# The same conversion from a terminal (with `-o` for another output root):
+#
+# ```
+# nnseg-nb convert folders input --labels ground_truth --name MyShapes --id 950 \
+#     --channels gray --label-names background shape --value-map 255=1
+# ```
+#
 # Always check a new dataset before planning. `verify_dataset` reads every case and reports every problem
 # it finds (none here), then a summary:
 
