@@ -122,6 +122,7 @@ def preprocessing_figure_for_case(case: Case | Sequence[str], plans, configurati
 
 def intensity_histograms(volumes: dict[str, np.ndarray], mask: np.ndarray | None = None,
                          lines: dict[str, Sequence[float]] | None = None, bins: int = 80,
+                         names: tuple[str, str] = ("inside the mask", "outside"), log: bool = False,
                          panel_size: float = 3.2) -> Figure:
     """One histogram per volume (e.g. raw, then normalized two ways), voxels inside ``mask`` dark, outside light.
 
@@ -129,6 +130,7 @@ def intensity_histograms(volumes: dict[str, np.ndarray], mask: np.ndarray | None
         volumes: ``{title: (Z, Y, X) array}``, all of one shape (one channel of one case).
         mask: (Z, Y, X) bool, e.g. the nonzero mask (``seg >= 0`` after cropping); None: every voxel inside.
         lines: ``{title: [values]}`` drawn as dashed vertical lines (e.g. clipping percentiles).
+        names: legend entries of the voxels inside and outside ``mask``; log: logarithmic counts.
 
     Each title gets the mean and std of the voxels inside the mask, the numbers normalization is about.
     """
@@ -139,13 +141,39 @@ def intensity_histograms(volumes: dict[str, np.ndarray], mask: np.ndarray | None
         volume = np.asarray(volume, dtype=np.float64)
         inside = np.ones(volume.shape, bool) if mask is None else np.asarray(mask, bool)
         ax.hist([volume[inside], volume[~inside]], bins=bins, stacked=True, color=["0.25", "lightsteelblue"],
-                label=["inside the mask", "outside"])
+                label=list(names), log=log)
         for value in lines.get(title, ()):
             ax.axvline(value, color="firebrick", linestyle="--", linewidth=1)
-        values = volume[inside]
-        ax.set_title(f"{title}\nmean {values.mean():.3g}, std {values.std():.3g} (inside)", fontsize=8)
+        mean, std = (round(float(v), 4) + 0.0 for v in (volume[inside].mean(), volume[inside].std()))  # no -0, 1e-9
+        ax.set_title(f"{title}\nmean {mean:.3g}, std {std:.3g} ({names[0]})", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.set_yticks([])
+        if not log:
+            ax.set_yticks([])
     if mask is not None and (~np.asarray(mask, bool)).any():
         axes[0].legend(fontsize=7)
+    return fig
+
+
+def through_plane_figure(volumes: dict[str, tuple[np.ndarray, Sequence[float]]], row: float = 0.5,
+                         panel_size: float = 3.0) -> Figure:
+    """A cut across the slices (axis 1 fixed: the (Z, X) plane) of each volume, drawn in millimetres.
+
+    Shows what happens along the slice axis: thick slices as tall blocks, and whether resampling
+    interpolated new slices or repeated the nearest one.
+
+    Args:
+        volumes: ``{title: ((Z, Y, X) array, spacing (Z, Y, X) in mm)}`` of one scan; the window is the first's.
+        row: where along axis 1 to cut, as a fraction of its length (default the middle).
+    """
+    window = robust_window(next(iter(volumes.values()))[0])
+    fig = Figure(figsize=(panel_size * len(volumes), panel_size * 0.9), layout="constrained")
+    axes = fig.subplots(1, len(volumes), squeeze=False)[0]
+    for ax, (title, (volume, spacing)) in zip(axes, volumes.items()):
+        cut = np.asarray(volume)[:, min(int(row * volume.shape[1]), volume.shape[1] - 1)]
+        ax.imshow(overlay_rgb(cut, None, window), extent=(0, cut.shape[1] * spacing[2], cut.shape[0] * spacing[0], 0),
+                  interpolation="nearest")
+        ax.set_title(f"{title}\n{cut.shape[0]} slices of {spacing[0]:.3g} mm", fontsize=8)
+        ax.set_xlabel("mm", fontsize=7)
+        ax.set_ylabel("mm (slice axis)", fontsize=7)
+        ax.tick_params(labelsize=7)
     return fig
