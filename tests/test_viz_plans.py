@@ -78,7 +78,8 @@ def test_patch_boxes_are_patch_size_times_spacing(aniso_case, tmp_path):
     extent = fig.axes[0].images[0].get_extent()
     assert extent[1] == pytest.approx(image.shape[3] * spacing[2], rel=0.02)
     titles = [sub._suptitle.get_text() for sub in fig.subfigs]
-    assert titles[1].startswith(f"3d_fullres: patch {' x '.join(map(str, plans.configuration('3d_fullres').patch_size))}")
+    fullres_patch = " x ".join(map(str, plans.configuration("3d_fullres").patch_size))
+    assert titles[1].startswith(f"3d_fullres: patch {fullres_patch} voxels = ")
     width, height = _write_png(fig, tmp_path / "boxes.png")
     assert 400 < width < 1000 and 500 < height < 1400 and (tmp_path / "boxes.png").stat().st_size > 20_000
 

@@ -213,14 +213,15 @@ def topology_rows(configuration: ConfigurationPlan) -> dict[str, list[dict]]:
     [[40, 56, 40], [20, 28, 20], [10, 14, 10], [5, 7, 5]]
     """
     arch = configuration.architecture
-    n = arch.n_stages
-    dim = len(configuration.patch_size)
-    strides = [[s] * dim if isinstance(s, int) else list(s) for s in arch.strides]
-    kernels = [[k] * dim if isinstance(k, int) else list(k) for k in arch.kernel_sizes]
-    features = arch.features_per_stage if isinstance(arch.features_per_stage, list) else [arch.features_per_stage] * n
-    blocks = arch.blocks_per_stage if isinstance(arch.blocks_per_stage, list) else [arch.blocks_per_stage] * n
-    decoder_convs = arch.n_conv_per_stage_decoder
-    decoder_convs = decoder_convs if isinstance(decoder_convs, list) else [decoder_convs] * (n - 1)
+    n, dim = arch.n_stages, len(configuration.patch_size)
+
+    def listed(value, length: int) -> list:  # dynamic-network-architectures takes one value or one per stage
+        return list(value) if isinstance(value, (list, tuple)) else [value] * length
+
+    strides = [listed(s, dim) for s in listed(arch.strides, n)]
+    kernels = [listed(k, dim) for k in listed(arch.kernel_sizes, n)]
+    features, blocks = listed(arch.features_per_stage, n), listed(arch.blocks_per_stage, n)
+    decoder_convs = listed(arch.n_conv_per_stage_decoder, n - 1)
     sizes = stage_sizes(configuration.patch_size, strides)
     encoder = [{"stage": s, "size": sizes[s], "stride": strides[s], "kernel": kernels[s], "features": features[s],
                 "blocks": blocks[s]} for s in range(n)]
@@ -265,8 +266,8 @@ def topology_figure(plans, configuration: str = "3d_fullres", width: float = 9.0
     for r in encoder:
         s = r["stage"]
         face = (1.0, 1 - 0.45 * r["features"] / max_features, 1 - 0.7 * r["features"] / max_features)
-        text = (f"stage {s}: {_times(r['size'])}\n{r['features']} ch, {_count(r['blocks'], unit)} {_times(r['kernel'])}"
-                + ("\n+ stem conv" if residual and s == 0 else ""))
+        text = (f"stage {s}: {_times(r['size'])}\n{r['features']} ch, {_count(r['blocks'], unit)} "
+                f"{_times(r['kernel'])}" + ("\n+ stem conv" if residual and s == 0 else ""))
         _box(ax, s * step, -s, box_width, text, face)
         if s > 0:
             _arrow(ax, ((s - 1) * step, -(s - 1) - 0.31), (s * step, -s + 0.31), f"stride {_times(r['stride'])}")
