@@ -179,7 +179,9 @@ def _brain_case(asset: dict, rng: np.random.Generator) -> CaseArrays:
     t1, gm, wm, brain = t1[box], gm[box], wm[box], brain[box]
     # the most probable tissue of each voxel; background includes the CSF (1 - gm - wm)
     seg = np.argmax(np.stack([1.0 - gm - wm, gm, wm]), axis=0).astype(np.uint8)
-    t1 = ndimage.gaussian_filter(t1, rng.uniform(0.0, 0.6))  # scanners differ in sharpness
+    # float64 from here on: numpy vectorises float32 ``**`` differently on AVX-512 processors, and the
+    # last-bit differences it leaves would flip int16 voxels, so the same seed gave other bytes there.
+    t1 = ndimage.gaussian_filter(t1.astype(np.float64), rng.uniform(0.0, 0.6))  # scanners differ in sharpness
     signal = t1.clip(0, None) ** rng.uniform(0.7, 1.4)  # contrast (gamma)
     signal = signal * np.exp(smooth_field(rng, t1.shape, 3, std=0.15))  # coil bias field
     scale = rng.uniform(300.0, 1200.0)  # arbitrary scanner units
