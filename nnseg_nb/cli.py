@@ -5,13 +5,14 @@
 
 Subcommands mirror nnU-Net's ``nnUNetv2_*`` scripts. Each one is a pair of functions here,
 ``_add_<name>_parser`` (arguments) and ``_cmd_<name>`` (the call), registered in ``SUBCOMMANDS``.
-A user error (:class:`UserError`, ``ValueError``, ``FileNotFoundError``) is printed as one readable
+A user error (:class:`UserError`, ``ValueError``, ``OSError`` such as a missing file) is printed as one readable
 line per problem and exits 1; there is never a traceback for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -593,7 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+    except BrokenPipeError:  # `nnseg-nb verify 901 | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush would fail again
+        return 1
+    except (ValueError, OSError) as e:  # OSError: missing files, permissions, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

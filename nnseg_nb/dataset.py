@@ -40,7 +40,8 @@ class Case:
 def load_dataset_json(folder_or_file: str | os.PathLike) -> dict[str, Any]:
     """Read ``dataset.json`` (from a dataset folder or the file itself), upgrading nnU-Net v1 files.
 
-    Raises FileNotFoundError if it is missing and ValueError if it is not valid JSON.
+    Raises FileNotFoundError if it is missing, ValueError if it is not valid JSON or lacks one of
+    ``REQUIRED_KEYS`` (``nnseg-nb verify`` lists every problem of a dataset at once).
     """
     path = Path(folder_or_file)
     if path.is_dir():
@@ -50,7 +51,11 @@ def load_dataset_json(folder_or_file: str | os.PathLike) -> dict[str, Any]:
     dataset_json = load_json(path)
     if not isinstance(dataset_json, dict):
         raise ValueError(f"{path}: dataset.json must hold a JSON object")
-    return upgrade_v1_dataset_json(dataset_json)
+    dataset_json = upgrade_v1_dataset_json(dataset_json)
+    missing = [key for key in REQUIRED_KEYS if key not in dataset_json]
+    if missing:
+        raise ValueError(f"{path}: missing required keys {', '.join(missing)} (check it with `nnseg-nb verify`)")
+    return dataset_json
 
 
 def is_v1_dataset_json(dataset_json: dict) -> bool:

@@ -343,6 +343,8 @@ def _write_natural_2d(array: np.ndarray, path: Path, props: dict) -> None:
         raise ValueError(f"{path}: a 2D image file holds one slice, got {array.shape[0]}")
     plane = array[0]
     if plane.dtype == np.uint16:
+        if _pil_format(path) not in ("PNG", "TIFF"):
+            raise ValueError(f"{path}: 16-bit values (up to {plane.max()}) need a .png or .tif file, not {path.suffix}")
         Image.fromarray(plane.astype(np.uint16)).save(path, format=_pil_format(path))
     else:
         if plane.dtype != np.uint8:

@@ -115,7 +115,7 @@ def find_dataset(name_or_id: str | int | os.PathLike, root: Path | None = None) 
         name_or_id = str(name_or_id)
     as_path = Path(name_or_id)
     if as_path.is_dir():
-        return as_path
+        return as_path.resolve() if as_path.name in ("", "..") else as_path  # "." has no name to parse
     if as_path.is_absolute() or os.sep in str(name_or_id):
         raise FileNotFoundError(f"{as_path}: no such dataset folder")
     root = raw_root() if root is None else Path(root)

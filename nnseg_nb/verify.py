@@ -16,7 +16,7 @@ Errors are what makes nnU-Net fail or train on wrong data; warnings are worth a 
   format (warning).
 - Files: ``imagesTr``/``labelsTr`` exist (or the ``dataset`` list's files do), image names carry the
   ``_XXXX`` channel suffix, no image files with another ending, no macOS ``._`` files, every case has all
-  its channel files and no extra ones, images without labels, labels without images (warning).
+  its channel files and no extra ones, images without labels, labels without images.
 - Each case: files readable (empty, truncated, not an image, 4D), NaN/Inf in images or labels, channel count,
   shape and spacing equal across channels and label (errors), origin/direction/affine (warnings), label
   values integer and declared, a label map with only background (warning, the check nnU-Net meant to make).
@@ -360,8 +360,10 @@ def _cases_from_folders(folder: Path, dataset_json: dict, file_ending: str,
         if label is None and labels_dir.is_dir():
             problems.error(labels_dir / f"{case}{file_ending}", f"missing label file for case {case!r}")
         cases[case] = ([files[i] for i in sorted(files)], label, case in complete)
-    for case, label in label_files.items():
-        problems.warning(label, f"label file without images (no {case}_0000{file_ending} in imagesTr); it is ignored")
+    for case, label in label_files.items() if images_dir.is_dir() else ():  # else "missing folder" says it
+        # nnU-Net would skip it silently: most often its images were misnamed or forgotten
+        problems.error(label, f"label file without images (no {case}_0000{file_ending} in imagesTr); add its images "
+                              "or remove it")
     return cases
 
 

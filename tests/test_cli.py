@@ -55,3 +55,68 @@ def test_console_script_is_installed():
     assert script.is_file(), f"{script} missing: install the package (pip install -e .)"
     completed = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and completed.stdout.startswith("usage: nnseg-nb")
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every ``nnseg-nb ...`` line in the fenced code blocks of the READMEs (prompt and comment removed)."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for readme in ("README.md", "notebooks/README.md", "data_demo/README.md", "benchmarks/README.md"):
+        in_code = False
+        for line in (root / readme).read_text().splitlines():
+            if line.startswith("```"):
+                in_code = not in_code
+                continue
+            command = line.removeprefix("$ ").split("  #")[0].strip()
+            if in_code and command.startswith("nnseg-nb "):
+                found.append((readme, command))
+    return found
+
+
+@pytest.mark.parametrize("readme, command", _documented_commands())
+def test_documented_commands_parse(readme, command):
+    """A command shown to users has the arguments the parser wants (the README once lacked --labels)."""
+    import shlex
+
+    args = cli.build_parser().parse_args(shlex.split(command)[1:])
+    assert args.func is not None, (readme, command)
+
+
+def test_documented_commands_are_found():
+    commands = [command for _, command in _documented_commands()]
+    assert "nnseg-nb demo" in commands and len(commands) >= 15
+    assert any(command.startswith("nnseg-nb convert folders") for command in commands)
+
+
+def test_dataset_json_without_a_required_key_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "Dataset990_NoEnding"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "dataset.json").write_text('{"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}, '
+                                         '"numTraining": 0}')
+    assert cli.main(["fingerprint", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {folder / 'dataset.json'}: missing required keys file_ending (check it with `nnseg-nb verify`)\n"
+
+
+def test_an_os_error_is_one_line(monkeypatch, capsys):
+    import nnseg_nb.verify
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/data/Dataset001_X/imagesTr")
+
+    monkeypatch.setattr(nnseg_nb.verify, "verify_dataset", denied)
+    assert cli.main(["verify", "1"]) == 1
+    assert capsys.readouterr().err == "error: [Errno 13] Permission denied: '/data/Dataset001_X/imagesTr'\n"
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
+    """``nnseg-nb verify 904 | head -1``: the reader leaves early; no BrokenPipeError traceback."""
+    from nnseg_nb.demo_data import build_demo_datasets
+
+    folder = build_demo_datasets(tmp_path, only=["Dataset904_Shapes2D"], progress=False)["Dataset904_Shapes2D"]
+    process = subprocess.Popen([sys.executable, "-m", "nnseg_nb.cli", "verify", str(folder), "-np", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # before the first line is written: that write fails with EPIPE
+    stderr = process.stderr.read()
+    assert process.wait() == 1
+    assert stderr == ""

@@ -161,6 +161,21 @@ def test_label_dtype_on_disk(tmp_path, max_value, dtype):
         io.write_seg(seg - 1, tmp_path / "t.nii.gz", {"spacing": [1.0, 1.0, 1.0]})
 
 
+@pytest.mark.parametrize("ending, writable", [(".png", True), (".tif", True), (".bmp", False)])
+def test_16_bit_labels_in_2d_files(tmp_path, ending, writable):
+    seg = np.zeros((1, 4, 5), np.int64)
+    seg[0, 1, 2] = 300
+    props = {"spacing": [999.0, 1.0, 1.0]}
+    if not writable:  # BMP has no 16-bit grayscale: refused, naming the file, before anything is written
+        with pytest.raises(ValueError, match=r"s.bmp: 16-bit values \(up to 300\) need a .png or .tif file"):
+            io.write_seg(seg, tmp_path / f"s{ending}", props)
+        assert not list(tmp_path.iterdir())
+        return
+    io.write_seg(seg, tmp_path / f"s{ending}", props)
+    back, _ = io.read_seg(tmp_path / f"s{ending}")
+    np.testing.assert_array_equal(back[0], seg)
+
+
 def test_float_segmentation_is_rounded_before_writing(tmp_path):
     io.write_seg(np.full((1, 2, 2, 2), 1.9999, np.float32), tmp_path / "s.nrrd", {"spacing": [1.0, 1.0, 1.0]})
     seg, _ = io.read_seg(tmp_path / "s.nrrd")

@@ -76,6 +76,14 @@ def test_find_dataset_by_path(raw, tmp_path):
         find_dataset(tmp_path / "somewhere" / "Missing")
 
 
+def test_dot_is_the_working_directory_by_name(raw, monkeypatch):
+    """``nnseg-nb verify .`` inside a dataset folder: the folder's own name, not ``''``, is what gets parsed."""
+    monkeypatch.chdir(raw / "Dataset027_ACDC")
+    assert find_dataset(".") == raw / "Dataset027_ACDC" and find_dataset(".").name == "Dataset027_ACDC"
+    monkeypatch.chdir(raw / "Dataset027_ACDC" / "..")
+    assert find_dataset("Dataset004_Hippocampus/..").name == "raw"
+
+
 def test_missing_dataset_lists_the_existing_ones(raw):
     with pytest.raises(FileNotFoundError) as error:
         find_dataset("Prostate")

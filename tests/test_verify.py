@@ -103,8 +103,7 @@ FAULTS = [
           [(E, LBL("case2"), r"missing label file for case 'case2'")]),
     Fault("missing_labelsTr", lambda f: shutil.rmtree(f / "labelsTr"), [(E, "labelsTr", r"missing folder")]),
     Fault("missing_imagesTr", lambda f: shutil.rmtree(f / "imagesTr"),
-          [(E, "imagesTr", r"missing folder"), (E, "dataset.json", r"numTraining is 3 but 0"),
-           (W, LBL("case0"), r"label file without images")], strict=False),
+          [(E, "imagesTr", r"missing folder"), (E, "dataset.json", r"numTraining is 3 but 0")]),
     Fault("non_consecutive_labels", lambda f: edit_json(f, labels={"background": 0, "a": 1, "b": 3}),
           [(E, "dataset.json", r"consecutive from 0; missing \[2\]"),
            *[(E, LBL(c), r"label values 2 are not declared in dataset.json labels \(declared: 0, 1, 3\)") for c in CASES],
@@ -139,7 +138,7 @@ FAULTS = [
     Fault("png_as_label", lambda f: Image.fromarray(np.zeros((4, 4), np.uint8)).save(f / LBL("case1"), format="PNG"),
           [(E, LBL("case1"), r"cannot be read as an image")]),
     Fault("label_without_image", lambda f: io.write_seg(make_seg(), f / LBL("orphan"), PROPS),
-          [(W, LBL("orphan"), r"label file without images \(no orphan_0000.nii.gz in imagesTr\)")]),
+          [(E, LBL("orphan"), r"label file without images \(no orphan_0000.nii.gz in imagesTr\)")]),
     Fault("other_ending_in_imagesTr", lambda f: io.write_image(make_image(0), f / "imagesTr/case0_0000.nrrd", PROPS),
           [(E, "imagesTr/case0_0000.nrrd", r"file ending '.nrrd' is not the dataset's file_ending '.nii.gz'")]),
     Fault("other_ending_in_labelsTr", lambda f: io.write_seg(make_seg(), f / "labelsTr/case0.mha", PROPS),
@@ -253,7 +252,7 @@ def test_all_faults_of_one_dataset_are_reported_at_once_with_a_process_pool(tmp_
     expected = [e for f in combined for e in f.expected]
     expected[0] = (E, "dataset.json", r"numTraining is 5 but 3")
     assert_reported(report, folder, expected, strict=False)
-    assert len(report.errors) == 7 and len(report.warnings) == 2
+    assert len(report.errors) == 8 and len(report.warnings) == 1
     assert [p.file for p in report.problems] == sorted(p.file for p in report.problems)  # grouped by file
 
 
@@ -388,8 +387,8 @@ def test_cli_exit_1_with_one_line_per_problem_and_no_traceback(tmp_path, capsys)
     problem_lines = [line for line in out.splitlines() if re.match(r".*: (error|warning): ", line)]
     assert len(problem_lines) == 4
     assert f"{folder / IMG('case2', 0)}: error: cannot be read as an image" in out
-    assert f"{folder / LBL('orphan')}: warning: label file without images" in out
-    assert "NOT OK: 3 error(s), 1 warning(s)" in out
+    assert f"{folder / LBL('orphan')}: error: label file without images" in out
+    assert "NOT OK: 4 error(s), 0 warning(s)" in out
 
 
 def test_cli_unknown_dataset_is_one_error_line(tmp_path, monkeypatch, capsys):
