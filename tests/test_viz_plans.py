@@ -191,3 +191,20 @@ def test_widget_without_image_and_unknown_preset(capsys):
         widget.figure()
     with pytest.raises(ValueError, match="unknown planner preset"):
         planning_widget(fingerprint, dataset_json, preset="huge")
+
+
+def test_readme_figures_script_draws_both_figures(tmp_path, monkeypatch):
+    """docs/make_figures.py (the README's pictures) still runs against the library, and draws sane PNGs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", Path(__file__).parents[1] / "docs" / "make_figures.py")
+    make_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_figures)
+    monkeypatch.setattr(make_figures, "OUT", tmp_path)
+    make_figures.main()
+    sizes = {}
+    for name in ("patch_boxes_902_0.1GB.png", "topology_901.png"):
+        with Image.open(tmp_path / name) as image:
+            sizes[name] = image.size
+    assert 400 < sizes["patch_boxes_902_0.1GB.png"][0] < 700 and 500 < sizes["patch_boxes_902_0.1GB.png"][1] < 800
+    assert 500 < sizes["topology_901.png"][0] < 900 and 250 < sizes["topology_901.png"][1] < 500
