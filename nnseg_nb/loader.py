@@ -29,7 +29,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from nnseg_nb.preprocessing import ClassKey, load_preprocessed_case, read_case_properties
+from nnseg_nb.preprocessing import ClassKey, load_preprocessed_case, read_b2nd, read_case_properties
 
 # Fill values for voxels of a patch that lie outside the volume: image 0, labels -1, the same
 # "outside" label the preprocessing gives background outside the nonzero mask.
@@ -217,7 +217,8 @@ def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path |
 
     Folders without ``.npy`` files (nnU-Net's ``.b2nd`` or ``.npz``) are read whole, through
     ``preprocessing.load_preprocessed_case``. ``previous_stage_folder`` holds ``<case>.npy``
-    (memory-mapped) or ``<case>.npz`` (key ``seg``) predictions on the same grid, (Z, Y, X) or (1, Z, Y, X).
+    (memory-mapped), ``<case>.b2nd`` (nnU-Net 2.8's ``predicted_next_stage`` files) or ``<case>.npz``
+    (key ``seg``) predictions on the same grid, (Z, Y, X) or (1, Z, Y, X).
     """
     folder = Path(folder)
     if (folder / f"{case}.npy").is_file():  # ours, or nnU-Net's unpacked .npz
@@ -235,14 +236,16 @@ def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path |
 
 
 def _open_previous_seg(folder: Path, case: str, shape: tuple[int, ...]) -> np.ndarray:
-    npy, npz = folder / f"{case}.npy", folder / f"{case}.npz"
+    npy, b2nd, npz = folder / f"{case}.npy", folder / f"{case}.b2nd", folder / f"{case}.npz"
     if npy.is_file():
         previous = np.load(npy, mmap_mode="r")
+    elif b2nd.is_file():
+        previous = read_b2nd(b2nd)
     elif npz.is_file():
         with np.load(npz) as archive:
             previous = archive["seg"] if "seg" in archive else archive[archive.files[0]]
     else:
-        raise FileNotFoundError(f"{npy}: previous-stage segmentation of case {case!r} not found (.npy or .npz)")
+        raise FileNotFoundError(f"{npy}: previous-stage segmentation of case {case!r} not found (.npy, .b2nd or .npz)")
     if previous.shape == shape:
         previous = previous[None]
     if previous.shape != (1, *shape):

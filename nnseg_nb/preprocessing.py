@@ -423,7 +423,8 @@ def _nnunet_properties(path: Path) -> dict:
     return properties
 
 
-def _open_b2nd(path: Path) -> np.ndarray:
+def read_b2nd(path: str | os.PathLike) -> np.ndarray:
+    """A whole ``.b2nd`` array (nnU-Net 2.6+'s blosc2 files), decompressed; needs ``blosc2``."""
     try:
         import blosc2
     except ImportError:
@@ -435,7 +436,7 @@ def _nnunet_arrays(folder: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
     if (folder / f"{case}.npy").is_file() and (folder / f"{case}_seg.npy").is_file():  # unpacked .npz
         return np.load(folder / f"{case}.npy", mmap_mode="r"), np.load(folder / f"{case}_seg.npy", mmap_mode="r")
     if (folder / f"{case}.b2nd").is_file():
-        return _open_b2nd(folder / f"{case}.b2nd"), _open_b2nd(folder / f"{case}_seg.b2nd")
+        return read_b2nd(folder / f"{case}.b2nd"), read_b2nd(folder / f"{case}_seg.b2nd")
     if (folder / f"{case}.npz").is_file():
         with np.load(folder / f"{case}.npz") as arrays:
             return arrays["data"], arrays["seg"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import map_coordinates
 
 from nnseg_nb import io
@@ -402,6 +403,43 @@ def test_reads_nnunet_preprocessed_folders(tmp_path, packed):
     assert properties["spacing"] == [1.0, 2.0, 2.0] and properties["shape_before_cropping"] == [4, 5, 6]
     assert properties["class_locations"][(-1, 0, 1)].shape == (0, 4)
     np.testing.assert_array_equal(properties["class_locations"][1], [[0, 1, 1, 1]])
+
+
+NNUNET_FOLDER = Path(__file__).parent / "fixtures" / "nnunet_folder"  # written by nnunetv2 2.8.1 (make_nnunet_folder.py)
+
+
+def test_reads_the_b2nd_folder_nnunet_writes():
+    """nnU-Net 2.8's default format: blosc2 ``.b2nd`` arrays and pickled properties, read as its own loader does."""
+    folder = NNUNET_FOLDER / "nnUNetPlans_3d_fullres"
+    reference = np.load(NNUNET_FOLDER / "reference.npz")
+    reference_properties = json.loads((NNUNET_FOLDER / "reference.json").read_text())
+    assert pp.preprocessed_case_identifiers(folder) == ["tiny_a", "tiny_b"]
+    for case in ("tiny_a", "tiny_b"):
+        data, seg, properties = pp.load_preprocessed_case(folder, case)
+        assert data.dtype == np.float32 and seg.dtype == np.int16
+        np.testing.assert_array_equal(data, reference[f"{case}/data"])
+        np.testing.assert_array_equal(seg, reference[f"{case}/seg"])
+        locations = properties.pop("class_locations")
+        assert properties == reference_properties[case]
+        assert sorted(locations) == [1, 2]
+        for key, value in locations.items():
+            np.testing.assert_array_equal(value, reference[f"{case}/class_locations/{key}"])
+
+
+def test_samples_patches_from_an_nnunet_b2nd_folder_with_its_previous_stage():
+    from nnseg_nb import loader
+
+    folder = NNUNET_FOLDER / "nnUNetPlans_3d_fullres"
+    reference = np.load(NNUNET_FOLDER / "reference.npz")
+    arrays = loader.open_case(folder, "tiny_a", previous_stage_folder=NNUNET_FOLDER / "predicted_previous_stage")
+    np.testing.assert_array_equal(arrays.previous_seg, reference["tiny_a/previous"])
+    settings = loader.SamplerSettings(patch_size=(8, 16, 16), batch_size=3,
+                                      previous_stage_folder=NNUNET_FOLDER / "predicted_previous_stage")
+    batch = loader.sample_batch(folder, ["tiny_a", "tiny_b"], settings, np.random.default_rng(0))
+    assert batch["image"].shape == (3, 1, 8, 16, 16) and batch["seg"].shape == (3, 2, 8, 16, 16)
+    inside = batch["seg"][:, 0] >= 0  # padding is -1 in both channels; elsewhere the previous stage is fg > 0
+    assert torch.equal(batch["seg"][:, 1][inside], (batch["seg"][:, 0][inside] > 0).to(batch["seg"].dtype))
+    assert (batch["seg"][:, 0] > 0).any()  # the last of three is forced onto foreground
 
 
 def test_b2nd_without_blosc2_says_what_to_install(tmp_path, monkeypatch):
