@@ -684,3 +684,21 @@ def test_cuda_gives_the_cpu_result():
     on_cuda = A.augment({k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}, pipeline, gen(3))
     torch.testing.assert_close(on_cuda["image"].cpu(), on_cpu["image"], atol=1e-4, rtol=1e-4)
     assert (on_cuda["seg"][0].cpu() != on_cpu["seg"][0]).float().mean() < 1e-3
+
+
+def test_label_scores_one_pass_equals_one_pass_per_label():
+    """_label_scores scores all labels at once for a short label range, label by label for a long one; the two
+    give the same winners and scores (labels 0, 1, 2 renamed 0, 1, 40 cross from one to the other)."""
+    generator = torch.Generator().manual_seed(0)
+    candidates = torch.randint(0, 3, (8, 5000), generator=generator, dtype=torch.int64).to(torch.int16)
+    weights = torch.rand(8, 5000, generator=generator) * 1000
+    weights[:, :100] = 125.0  # exact ties: every corner weighs the same
+    renamed = torch.where(candidates == 2, 40, candidates).to(torch.int16)
+    best, winner, score = A._label_scores(candidates, weights)
+    best_long, winner_long, score_long = A._label_scores(renamed, weights)
+    assert torch.equal(best, best_long)
+    assert torch.equal(torch.where(winner == 2, 40, winner).to(torch.int16), winner_long)
+    assert torch.equal(score(candidates[0]), score_long(renamed[0]))
+    # equal weights: the most frequent label wins, and of equally frequent ones the lowest
+    counts = [[column.tolist().count(label) for label in range(3)] for column in candidates[:, :100].T]
+    assert winner[:100].tolist() == [row.index(max(row)) for row in counts]
