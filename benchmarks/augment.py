@@ -250,6 +250,8 @@ def main() -> None:
     parser.add_argument("--plans", type=Path, help="plans JSON: take patch size, DS scales and masking from it")
     parser.add_argument("--configuration", default="3d_fullres")
     parser.add_argument("--samples", type=int, default=64, help="samples per timed round at 64^3 (half at 128^3)")
+    parser.add_argument("--at-128", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time a 128^3 patch (--no-at-128: only the plans' or the 64^3 patch)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -258,8 +260,9 @@ def main() -> None:
     settings = [{"patch_size": (64, 64, 64), "ds_scales": default_ds_scales((64, 64, 64)), "use_mask_for_norm": None}]
     if args.plans:
         settings = [from_plans(args.plans, args.configuration)]
-    settings.append({"patch_size": (128, 128, 128), "ds_scales": default_ds_scales((128, 128, 128)),
-                     "use_mask_for_norm": settings[0]["use_mask_for_norm"]})
+    if args.at_128:
+        settings.append({"patch_size": (128, 128, 128), "ds_scales": default_ds_scales((128, 128, 128)),
+                         "use_mask_for_norm": settings[0]["use_mask_for_norm"]})
     print(f"input {tuple(image.shape)}, batch {BATCH_SIZE}, torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, CUDA {torch.cuda.is_available()}")
     rows = []

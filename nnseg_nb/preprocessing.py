@@ -580,6 +580,10 @@ def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | S
         if not plans.is_file():
             raise FileNotFoundError(f"{plans}: no plans; plan the dataset first or pass plans")
     plans = as_plans(plans)
+    if plans.image_reader_writer == "NibabelIOWithReorient":
+        warnings.warn("the plans ask for nnU-Net's NibabelIOWithReorient; nnseg_nb reads images as SimpleITKIO does, "
+                      "so images not stored in RAS orientation come out in another axis order than nnU-Net's",
+                      stacklevel=2)
     dataset_json = load_dataset_json(raw_folder)
     cases = find_cases(raw_folder, dataset_json)
     unlabelled = [c.identifier for c in cases.values() if c.label is None]

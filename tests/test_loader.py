@@ -115,6 +115,19 @@ def test_random_corners_are_uniform_within_lb_ub(tmp_path):
     assert counts.min() > 15 and counts.max() < 60
 
 
+def test_cases_are_drawn_uniformly_with_replacement(tmp_path):
+    """nnU-Net's loader: each batch position picks any case with equal probability, repeats allowed."""
+    for case in "abcd":
+        write_case(tmp_path, case, ramp((8, 8, 8)), np.zeros((1, 8, 8, 8)))
+    settings = SamplerSettings(patch_size=(8, 8, 8), batch_size=3, oversample_foreground_percent=0.0)
+    drawn = [b["case_ids"] for b in batches(tmp_path, list("abcd"), settings, 3, 400)]
+    counts = Counter(case for ids in drawn for case in ids)  # 1200 draws: 300 each, sd about 15
+    assert sorted(counts) == list("abcd") and all(240 < n < 360 for n in counts.values())
+    # with replacement a batch of 3 out of 4 cases repeats one with p 1 - 4*3*2/4^3 = 0.625 (without: never)
+    repeats = sum(len(set(ids)) < len(ids) for ids in drawn)
+    assert 200 < repeats < 300
+
+
 def test_2d_patches_come_from_3d_volumes_without_the_slice_axis(tmp_path):
     shape = (6, 20, 24)
     data = ramp(shape, channels=2)

@@ -368,6 +368,13 @@ def test_worker_processes_give_the_same_files(tiny_dataset, tmp_path):
         assert (one.folder / name).read_bytes() == (two.folder / name).read_bytes()
 
 
+def test_reorienting_reader_in_the_plans_is_warned_about(tiny_dataset, tmp_path):
+    plans = {**PLANS, "image_reader_writer": "NibabelIOWithReorient"}
+    with pytest.warns(UserWarning, match="NibabelIOWithReorient; nnseg_nb reads images as SimpleITKIO does"):
+        pp.preprocess_dataset(tiny_dataset, ["3d_fullres"], output_folder=tmp_path / "out", num_workers=1,
+                              progress=False, plans=plans)
+
+
 def test_missing_plans_or_configuration(tiny_dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="no plans"):
         pp.preprocess_dataset(tiny_dataset, ["3d_fullres"], output_folder=tmp_path / "elsewhere", progress=False)
