@@ -4,6 +4,7 @@ Parity values come from tests/fixtures/augment/ (made by tests/fixtures/make_aug
 """
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -702,3 +703,92 @@ def test_label_scores_one_pass_equals_one_pass_per_label():
     # equal weights: the most frequent label wins, and of equally frequent ones the lowest
     counts = [[column.tolist().count(label) for label in range(3)] for column in candidates[:, :100].T]
     assert winner[:100].tolist() == [row.index(max(row)) for row in counts]
+
+
+# --- the pipeline's settings, step by step, against nnU-Net's get_training_transforms -----------------------
+
+PIPELINE_FIXTURE = Path(__file__).parent / "fixtures" / "augment" / "pipeline.json"  # make_augment_pipeline.py
+
+
+def _bg(value_range) -> dict:
+    return {"BGContrast": list(value_range)}
+
+
+def _spatial_record(t: A.SpatialTransform) -> list[dict]:
+    patch = list(t.patch_size[1:] if t.dummy_2d else t.patch_size)
+    # what _sample_labels / _sample_image implement, stated once: nnU-Net must still ask for exactly this
+    assumed = {"patch_center_dist_from_border": [0] * len(patch), "random_crop": False, "p_elastic_deform": 0,
+               "elastic_deform_scale": [0, 0.2], "elastic_deform_magnitude": [0, 0.2], "p_rot_per_axis": 1,
+               "p_synchronize_scaling_across_axes": 1, "p_synchronize_def_scale_across_axes": 0,
+               "bg_style_seg_sampling": False, "seg_tiebreak": "nearest", "mode_seg": "bilinear",
+               "border_mode_seg": "constant", "center_deformation": True, "mode_image": "bilinear",
+               "padding_mode_image": "zeros", "padding_value_seg": A.OUTSIDE_LABEL, "padding_value_image": 0,
+               "align_corners": False}
+    spatial = {"name": "SpatialTransform", "p": 1, "params": {
+        "patch_size": patch, **assumed, "p_rotation": t.p_rotation, "rotation": list(t.rotation_range),
+        "p_scaling": t.p_scaling, "scaling": list(t.scaling_range)}}
+    if not t.dummy_2d:
+        return [spatial]
+    return [{"name": "Convert3DTo2DTransform", "p": 1, "params": {}}, spatial,
+            {"name": "Convert2DTo3DTransform", "p": 1, "params": {}}]
+
+
+def _records(t) -> list[dict]:
+    """Our step as the record(s) make_augment_pipeline.py writes for nnU-Net's step."""
+    if isinstance(t, A.SpatialTransform):
+        return _spatial_record(t)
+    name, p, params = {
+        A.GaussianNoise: lambda: ("GaussianNoiseTransform", t.p, {
+            "noise_variance": list(t.std_range), "p_per_channel": 1, "synchronize_channels": True}),
+        A.GaussianBlur: lambda: ("GaussianBlurTransform", t.p, {
+            "blur_sigma": list(t.sigma_range), "synchronize_channels": False, "synchronize_axes": False,
+            "p_per_channel": t.p_per_channel}),
+        A.MultiplicativeBrightness: lambda: ("MultiplicativeBrightnessTransform", t.p, {
+            "multiplier_range": _bg(t.multiplier_range), "synchronize_channels": False, "p_per_channel": 1}),
+        A.Contrast: lambda: ("ContrastTransform", t.p, {
+            "contrast_range": _bg(t.contrast_range), "preserve_range": True, "synchronize_channels": False,
+            "p_per_channel": 1}),
+        A.SimulateLowResolution: lambda: ("SimulateLowResolutionTransform", t.p, {
+            "scale": list(t.zoom_range), "synchronize_channels": False, "synchronize_axes": True,
+            "ignore_axes": list(t.ignore_axes) or None, "allowed_channels": None, "p_per_channel": t.p_per_channel,
+            "upmodes": {"1": "linear", "2": "bilinear", "3": "trilinear"}}),
+        A.Gamma: lambda: ("GammaTransform", t.p, {
+            "gamma": _bg(t.gamma_range), "p_invert_image": float(t.invert), "synchronize_channels": False,
+            "p_per_channel": 1, "p_retain_stats": 1}),
+        A.Mirror: lambda: ("MirrorTransform", 1, {"allowed_axes": list(t.axes)}),
+        A.MaskImage: lambda: ("MaskImageTransform", 1, {
+            "apply_to_channels": list(t.channels), "channel_idx_in_seg": 0, "set_outside_to": 0}),
+        A.RemoveLabel: lambda: ("RemoveLabelTransform", 1, {
+            "segmentation_channels": None, "label_value": t.label, "set_to": t.new_label}),
+        A.MoveSegAsOneHotToData: lambda: ("MoveSegAsOneHotToDataTransform", 1, {
+            "source_channel_idx": t.source_channel, "all_labels": list(t.labels), "remove_channel_from_source": True}),
+        A.RandomBinaryOperator: lambda: ("ApplyRandomBinaryOperatorTransform", t.p, {
+            "channel_idx": list(range(-t.num_channels, 0)), "any_of_these": [
+                "binary_dilation_torch", "binary_erosion_torch", "binary_closing_torch", "binary_opening_torch"],
+            "strel_size": list(t.radius_range), "p_per_label": t.p_per_channel}),
+        A.RemoveRandomConnectedComponent: lambda: ("RemoveRandomConnectedComponentFromOneHotEncodingTransform", t.p, {
+            "channel_idx": list(range(-t.num_channels, 0)), "fill_with_other_class_p": 0,
+            "dont_do_if_covers_more_than_x_percent": t.max_fraction, "p_per_label": t.p_per_channel}),
+        A.SegToRegions: lambda: ("ConvertSegmentationToRegionsTransform", 1, {
+            "regions": [[float(v) for v in (r if isinstance(r, (tuple, list)) else [r])] for r in t.regions],
+            "channel_in_seg": 0}),
+        A.DownsampleSegForDS: lambda: ("DownsampleSegForDSTransform", 1, {"ds_scales": [list(s) for s in t.scales]}),
+    }[type(t)]()
+    return [{"name": name, "p": p, "params": params}]
+
+
+@pytest.mark.parametrize("setup", ["3d_cascade_regions", "3d_dummy_2d", "2d"])
+def test_pipeline_settings_equal_nnunets_step_by_step(setup):
+    """Every probability, range and flag of training_pipeline, in order, as nnunetv2 2.8.1 builds them."""
+    recorded = json.loads(PIPELINE_FIXTURE.read_text())["setups"][setup]
+    a = recorded["arguments"]
+    pipeline = A.training_pipeline(
+        a["patch_size"], tuple(a["rotation_for_DA"]), a["mirror_axes"], a["do_dummy_2d_data_aug"],
+        use_mask_for_norm=a["use_mask_for_norm"], is_cascaded=a["is_cascaded"],
+        foreground_labels=a["foreground_labels"] or (), ignore_label=a["ignore_label"],
+        regions=[tuple(r) for r in a["regions"]] if a["regions"] else None,
+        deep_supervision_scales=a["deep_supervision_scales"])
+    ours = [record for step in pipeline for record in _records(step)]
+    assert [r["name"] for r in ours] == [r["name"] for r in recorded["steps"]]
+    for mine, theirs in zip(ours, recorded["steps"]):
+        assert mine == theirs, mine["name"]
