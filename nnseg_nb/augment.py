@@ -567,14 +567,21 @@ class MultiplicativeBrightness(Transform):
         return _replace(batch, image=image * _per_channel(factor, image))
 
 
-def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Mean, std (unbiased, torch's default as upstream), min and max of each (sample, channel) of x
-    (N, C, *spatial), shaped to broadcast against x."""
+def _mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and std (unbiased, torch's default as upstream) of each (sample, channel) of x (N, C, *spatial),
+    shaped to broadcast against x."""
     flat = x.flatten(2)
     # std over one dim of several rows takes a slow ATen path (10x on CPU); row by row it is fast
     std = torch.stack([row.std() for row in flat.flatten(0, 1)]).view(x.shape[:2])
     shape = (*x.shape[:2], *[1] * (x.ndim - 2))
-    return tuple(v.view(shape) for v in (flat.mean(2), std, flat.amin(2), flat.amax(2)))
+    return flat.mean(2).view(shape), std.view(shape)
+
+
+def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Mean, std, min and max of each (sample, channel) of x (N, C, *spatial), shaped to broadcast against x."""
+    flat = x.flatten(2)
+    shape = (*x.shape[:2], *[1] * (x.ndim - 2))
+    return (*_mean_std(x), flat.amin(2).view(shape), flat.amax(2).view(shape))
 
 
 def _per_channel(values: Tensor, like: Tensor) -> Tensor:
@@ -734,9 +741,10 @@ class Gamma(Transform):
         mean, std, low, high = _channel_stats(x)
         value_range = high - low
         x.sub_(low).div_(value_range.clamp(min=1e-7)).pow_(_per_channel(params["gammas"][samples], x))
-        x.mul_(value_range).add_(low)
-        new_mean, new_std, _, _ = _channel_stats(x)
-        x.sub_(new_mean).mul_(std / new_std.clamp(min=1e-7)).add_(mean)
+        # upstream maps the curve back (* range + low), then restores mean and std; the affine map changes
+        # neither the standardized values nor the result, so the stats are taken on the curve itself
+        curve_mean, curve_std = _mean_std(x)
+        x.sub_(curve_mean).mul_(std / (curve_std * value_range).clamp(min=1e-7) * value_range).add_(mean)
         x = x.neg_() if self.invert else x
         return _replace(batch, image=_update(image, samples, x))
 
