@@ -362,7 +362,7 @@ show_figure(deep_supervision_figure(draw.seg, scales), dpi=70)
 # own pipeline (batchgeneratorsv2, sample by sample in its loader processes); run
 # `python benchmarks/augment.py` in an environment that has `nnunetv2` installed. Measured on a
 # 2-core CPU, on one core: Dataset901's 64×80×64 patch 40.6 samples/s against nnU-Net's 19.2 (2.1×), this
-# dataset's dummy-2D patch 112 against 65 (1.7×), 128³ 6.2 against 2.25 (2.7×); with both cores 2.3–4.0×.
+# dataset's dummy-2D patch 112 against 65 (1.7×), 128³ 6.2 against 2.25 (2.7×); with both cores 1.7–4.0×.
 
 # %%
 import time
