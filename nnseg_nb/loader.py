@@ -29,7 +29,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from nnseg_nb.preprocessing import ClassKey, load_preprocessed_case, read_b2nd, read_case_properties
+from nnseg_nb.preprocessing import ClassKey, load_preprocessed_case, open_b2nd, read_case_properties
 
 # Fill values for voxels of a patch that lie outside the volume: image 0, labels -1, the same
 # "outside" label the preprocessing gives background outside the nonzero mask.
@@ -213,10 +213,10 @@ def _require(file: Path, what: str) -> Path:
 
 
 def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path | None = None) -> CaseArrays:
-    """Open a preprocessed case; ``<case>.npy`` / ``<case>_seg.npy`` are memory-mapped, not read.
+    """Open a preprocessed case; ``<case>.npy`` / ``<case>_seg.npy`` are memory-mapped, not read, and
+    nnU-Net's ``.b2nd`` files are opened so that a patch decompresses only the chunks it touches.
 
-    Folders without ``.npy`` files (nnU-Net's ``.b2nd`` or ``.npz``) are read whole, through
-    ``preprocessing.load_preprocessed_case``. ``previous_stage_folder`` holds ``<case>.npy``
+    nnU-Net's ``.npz`` files are read whole, through ``preprocessing.load_preprocessed_case``. ``previous_stage_folder`` holds ``<case>.npy``
     (memory-mapped), ``<case>.b2nd`` (nnU-Net 2.8's ``predicted_next_stage`` files) or ``<case>.npz``
     (key ``seg``) predictions on the same grid, (Z, Y, X) or (1, Z, Y, X).
     """
@@ -224,6 +224,9 @@ def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path |
     if (folder / f"{case}.npy").is_file():  # ours, or nnU-Net's unpacked .npz
         data = np.load(folder / f"{case}.npy", mmap_mode="r")
         seg = np.load(_require(folder / f"{case}_seg.npy", f"segmentation of case {case!r}"), mmap_mode="r")
+    elif (folder / f"{case}.b2nd").is_file():  # nnU-Net 2.6+
+        data = open_b2nd(folder / f"{case}.b2nd")
+        seg = open_b2nd(_require(folder / f"{case}_seg.b2nd", f"segmentation of case {case!r}"))
     else:
         data, seg, _ = load_preprocessed_case(folder, case)
     if data.ndim != 4 or seg.shape != (1, *data.shape[1:]):
@@ -240,7 +243,8 @@ def _open_previous_seg(folder: Path, case: str, shape: tuple[int, ...]) -> np.nd
     if npy.is_file():
         previous = np.load(npy, mmap_mode="r")
     elif b2nd.is_file():
-        previous = read_b2nd(b2nd)
+        previous = open_b2nd(b2nd)
+        previous = previous[...] if previous.ndim == len(shape) else previous  # (Z, Y, X): read, to add the axis
     elif npz.is_file():
         with np.load(npz) as archive:
             previous = archive["seg"] if "seg" in archive else archive[archive.files[0]]
@@ -272,7 +276,7 @@ class CaseReader:
 
     Opening a memory map and parsing a JSON sidecar cost more than cutting a small patch, so a
     stream keeps recent cases open (a memory map holds a file handle, not the data). Cases read
-    whole (nnU-Net's compressed files) are not kept.
+    whole (nnU-Net's ``.npz`` files) are not kept.
     """
 
     def __init__(self, folder: str | Path, previous_stage_folder: str | Path | None = None, cache_size: int = 64):
@@ -281,8 +285,8 @@ class CaseReader:
         self.class_locations = functools.lru_cache(cache_size)(self._read_class_locations)
 
     def arrays(self, case: str) -> CaseArrays:
-        if (self.folder / f"{case}.npy").is_file():
-            return self.memory_mapped(case)
+        if (self.folder / f"{case}.npy").is_file() or (self.folder / f"{case}.b2nd").is_file():
+            return self.memory_mapped(case)  # opened, not read: cheap to keep
         return self._open(case)
 
     def _open(self, case: str) -> CaseArrays:

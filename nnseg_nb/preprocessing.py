@@ -423,13 +423,20 @@ def _nnunet_properties(path: Path) -> dict:
     return properties
 
 
-def read_b2nd(path: str | os.PathLike) -> np.ndarray:
-    """A whole ``.b2nd`` array (nnU-Net 2.6+'s blosc2 files), decompressed; needs ``blosc2``."""
+def open_b2nd(path: str | os.PathLike):
+    """A ``.b2nd`` array (nnU-Net 2.6+'s blosc2 files) opened, not read: slicing it decompresses only the
+    chunks the slice touches (``shape``, ``ndim`` and ``dtype`` as numpy's). Needs ``blosc2``."""
     try:
         import blosc2
     except ImportError:
         raise ImportError(f"{path}: reading nnU-Net's .b2nd files needs blosc2; install it with `pip install blosc2`") from None
-    return blosc2.open(urlpath=str(path), mode="r")[...]
+    mmap = {} if os.name == "nt" else {"mmap_mode": "r"}  # as nnU-Net: blosc2 cannot memory-map on Windows
+    return blosc2.open(urlpath=str(path), mode="r", dparams={"nthreads": 1}, **mmap)
+
+
+def read_b2nd(path: str | os.PathLike) -> np.ndarray:
+    """A whole ``.b2nd`` array, decompressed (see :func:`open_b2nd`)."""
+    return open_b2nd(path)[...]
 
 
 def _nnunet_arrays(folder: Path, case: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -447,6 +448,24 @@ def test_samples_patches_from_an_nnunet_b2nd_folder_with_its_previous_stage():
     inside = batch["seg"][:, 0] >= 0  # padding is -1 in both channels; elsewhere the previous stage is fg > 0
     assert torch.equal(batch["seg"][:, 1][inside], (batch["seg"][:, 0][inside] > 0).to(batch["seg"].dtype))
     assert (batch["seg"][:, 0] > 0).any()  # the last of three is forced onto foreground
+    assert not isinstance(arrays.data, np.ndarray)  # opened, not read: a patch decompresses only its chunks
+
+
+def test_b2nd_patches_equal_patches_of_the_same_case_as_npy(tmp_path):
+    from nnseg_nb import loader
+
+    folder, previous = NNUNET_FOLDER / "nnUNetPlans_3d_fullres", NNUNET_FOLDER / "predicted_previous_stage"
+    (tmp_path / "previous").mkdir()
+    for case in ("tiny_a", "tiny_b"):
+        data, seg, properties = pp.load_preprocessed_case(folder, case)
+        pp.save_preprocessed_case(tmp_path / "ours", case, np.asarray(data), np.asarray(seg), properties)
+        np.save(tmp_path / "previous" / f"{case}.npy", pp.read_b2nd(previous / f"{case}.b2nd"))
+    for patch in [(8, 16, 16), (1, 12, 30)]:  # inside, and leaving the volume
+        settings = loader.SamplerSettings(patch_size=patch, batch_size=4, previous_stage_folder=previous)
+        from_b2nd = loader.sample_batch(folder, ["tiny_a", "tiny_b"], settings, np.random.default_rng(5))
+        settings = dataclasses.replace(settings, previous_stage_folder=tmp_path / "previous")
+        from_npy = loader.sample_batch(tmp_path / "ours", ["tiny_a", "tiny_b"], settings, np.random.default_rng(5))
+        assert torch.equal(from_b2nd["image"], from_npy["image"]) and torch.equal(from_b2nd["seg"], from_npy["seg"])
 
 
 def test_b2nd_without_blosc2_says_what_to_install(tmp_path, monkeypatch):
