@@ -40,8 +40,9 @@ class Case:
 def load_dataset_json(folder_or_file: str | os.PathLike) -> dict[str, Any]:
     """Read ``dataset.json`` (from a dataset folder or the file itself), upgrading nnU-Net v1 files.
 
-    Raises FileNotFoundError if it is missing, ValueError if it is not valid JSON or lacks one of
-    ``REQUIRED_KEYS`` (``nnseg-nb verify`` lists every problem of a dataset at once).
+    Raises FileNotFoundError if it is missing, ValueError if it is not valid JSON, lacks one of
+    ``REQUIRED_KEYS`` or has labels that break nnU-Net's rules (one line per problem; ``nnseg-nb verify``
+    lists every problem of a dataset, files included, at once).
     """
     path = Path(folder_or_file)
     if path.is_dir():
@@ -55,6 +56,9 @@ def load_dataset_json(folder_or_file: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in dataset_json]
     if missing:
         raise ValueError(f"{path}: missing required keys {', '.join(missing)} (check it with `nnseg-nb verify`)")
+    problems = label_problems(dataset_json["labels"], dataset_json.get("regions_class_order"))
+    if problems:
+        raise ValueError("\n".join(f"{path}: {problem}" for problem in problems))
     return dataset_json
 
 
@@ -145,7 +149,7 @@ class LabelInfo:
         labels = dataset_json["labels"]
         problems = label_problems(labels, dataset_json.get("regions_class_order"))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         values = [v for k, v in labels.items() if k != "ignore"]
         all_labels = sorted({int(x) for v in values for x in (v if isinstance(v, (list, tuple)) else [v])})
         has_regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for v in values)

@@ -120,3 +120,17 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
     stderr = process.stderr.read()
     assert process.wait() == 1
     assert stderr == ""
+
+
+def test_invalid_labels_stop_planning_with_one_line_each(tmp_path, capsys):
+    """plan/fingerprint/preprocess read dataset.json through load_dataset_json, which applies nnU-Net's label
+    rules: a duplicate value and a gap are two error lines naming the file, before any work."""
+    folder = tmp_path / "Dataset991_BadLabels"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "dataset.json").write_text('{"channel_names": {"0": "CT"}, "numTraining": 0, "file_ending": ".nii.gz", '
+                                         '"labels": {"background": 0, "a": 1, "b": 1, "c": 3}}')
+    assert cli.main(["plan", str(folder)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    path = folder / "dataset.json"
+    assert lines == [f"error: {path}: labels 'a', 'b' share the value 1",
+                     f"error: {path}: label values must be consecutive from 0; missing [2]"]

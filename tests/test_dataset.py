@@ -109,7 +109,7 @@ def test_label_problems_messages(labels, regions_class_order, expected):
 
 
 def test_label_info_refuses_invalid_labels_with_the_reasons():
-    with pytest.raises(ValueError, match="share the value 1.*missing \\[2\\]"):
+    with pytest.raises(ValueError, match="(?s)share the value 1.*missing \\[2\\]"):
         LabelInfo.from_dataset_json({"labels": {"background": 0, "a": 1, "b": 1, "c": 3}})
 
 
