@@ -5,8 +5,8 @@
 
 Subcommands mirror nnU-Net's ``nnUNetv2_*`` scripts. Each one is a pair of functions here,
 ``_add_<name>_parser`` (arguments) and ``_cmd_<name>`` (the call), registered in ``SUBCOMMANDS``.
-A user error (:class:`UserError`, ``ValueError``, ``OSError`` such as a missing file) is printed as one readable
-line per problem and exits 1; there is never a traceback for bad input.
+A user error (:class:`UserError`, ``ValueError``, ``OSError`` such as a missing file) is printed as
+one readable line per problem and exits 1; there is never a traceback for bad input.
 """
 
 from __future__ import annotations

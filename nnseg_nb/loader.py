@@ -216,9 +216,10 @@ def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path |
     """Open a preprocessed case; ``<case>.npy`` / ``<case>_seg.npy`` are memory-mapped, not read, and
     nnU-Net's ``.b2nd`` files are opened so that a patch decompresses only the chunks it touches.
 
-    nnU-Net's ``.npz`` files are read whole, through ``preprocessing.load_preprocessed_case``. ``previous_stage_folder`` holds ``<case>.npy``
-    (memory-mapped), ``<case>.b2nd`` (nnU-Net 2.8's ``predicted_next_stage`` files) or ``<case>.npz``
-    (key ``seg``) predictions on the same grid, (Z, Y, X) or (1, Z, Y, X).
+    nnU-Net's ``.npz`` files are read whole, through ``preprocessing.load_preprocessed_case``.
+    ``previous_stage_folder`` holds ``<case>.npy`` (memory-mapped), ``<case>.b2nd`` (nnU-Net 2.8's
+    ``predicted_next_stage`` files) or ``<case>.npz`` (key ``seg``) predictions on the same grid,
+    (Z, Y, X) or (1, Z, Y, X).
     """
     folder = Path(folder)
     if (folder / f"{case}.npy").is_file():  # ours, or nnU-Net's unpacked .npz
