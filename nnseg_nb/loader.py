@@ -201,8 +201,11 @@ def crop_and_pad(array: np.ndarray, box: Sequence[Sequence[int]], pad_value: flo
 # --------------------------------------------------------------------------------------------
 
 class CaseArrays(NamedTuple):
-    data: np.ndarray                 # (C, Z, Y, X) float32, memory-mapped
-    seg: np.ndarray                  # (1, Z, Y, X) int16, memory-mapped
+    """Arrays to cut patches from: numpy memory maps, or opened blosc2 arrays for nnU-Net's ``.b2nd``
+    (both slice like numpy and read only what a slice touches)."""
+
+    data: np.ndarray                 # (C, Z, Y, X) float32
+    seg: np.ndarray                  # (1, Z, Y, X) int16
     previous_seg: np.ndarray | None  # (1, Z, Y, X) previous-stage prediction (cascade), or None
 
 
