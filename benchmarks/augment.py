@@ -61,22 +61,31 @@ def load_case(folder: Path, case: str | None) -> tuple[np.ndarray, np.ndarray]:
 def crop_starts(shape, size, count: int, seed: int = 0) -> list[list[int]]:
     """Lower corners of ``count`` random crops of ``size``, reaching up to half a crop out of the volume."""
     rng = np.random.RandomState(seed)
-    return [[rng.randint(-(s - s // 2), dim - s // 2 + 1) for s, dim in zip(size, shape)] for _ in range(count)]
+    return [
+        [rng.randint(-(s - s // 2), dim - s // 2 + 1) for s, dim in zip(size, shape)] for _ in range(count)
+    ]
 
 
 def crop(image: np.ndarray, seg: np.ndarray, start, size) -> tuple[torch.Tensor, torch.Tensor]:
     """One crop (image padded with 0, seg with -1 where it leaves the volume), as torch tensors."""
-    inside = (slice(None), *[slice(max(a, 0), min(a + s, dim)) for a, s, dim in zip(start, size, image.shape[1:])])
+    inside = (
+        slice(None),
+        *[slice(max(a, 0), min(a + s, dim)) for a, s, dim in zip(start, size, image.shape[1:])],
+    )
     pad = [(0, 0)] + [(max(-a, 0), max(a + s - dim, 0)) for a, s, dim in zip(start, size, image.shape[1:])]
-    return (torch.from_numpy(np.pad(image[inside], pad)),
-            torch.from_numpy(np.pad(seg[inside], pad, constant_values=-1)))
+    return (
+        torch.from_numpy(np.pad(image[inside], pad)),
+        torch.from_numpy(np.pad(seg[inside], pad, constant_values=-1)),
+    )
 
 
 def stacked_batches(image, seg, size, starts) -> list[dict]:
     batches = []
     for i in range(0, len(starts), BATCH_SIZE):
-        pairs = [crop(image, seg, start, size) for start in starts[i:i + BATCH_SIZE]]
-        batches.append({"image": torch.stack([p[0] for p in pairs]), "seg": torch.stack([p[1] for p in pairs])})
+        pairs = [crop(image, seg, start, size) for start in starts[i : i + BATCH_SIZE]]
+        batches.append(
+            {"image": torch.stack([p[0] for p in pairs]), "seg": torch.stack([p[1] for p in pairs])}
+        )
     return batches
 
 
@@ -91,9 +100,11 @@ def from_plans(path: Path, configuration: str) -> dict:
     from nnseg_nb.planning import load_plans
 
     config = load_plans(path).configuration(configuration)  # inherits_from resolved
-    return {"patch_size": tuple(config.patch_size),
-            "ds_scales": augment.deep_supervision_scales(config.architecture.strides),
-            "use_mask_for_norm": list(config.use_mask_for_norm)}
+    return {
+        "patch_size": tuple(config.patch_size),
+        "ds_scales": augment.deep_supervision_scales(config.architecture.strides),
+        "use_mask_for_norm": list(config.use_mask_for_norm),
+    }
 
 
 # --- the two pipelines -------------------------------------------------------------------------------------
@@ -103,14 +114,21 @@ def nnunet_transforms(patch, ds_scales, use_mask_for_norm):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     rotation, dummy_2d, mirror_axes = augment.rotation_and_mirroring_for(patch)
-    return nnUNetTrainer.get_training_transforms(patch, rotation, ds_scales, mirror_axes, dummy_2d,
-                                                 use_mask_for_norm=use_mask_for_norm)
+    return nnUNetTrainer.get_training_transforms(
+        patch, rotation, ds_scales, mirror_axes, dummy_2d, use_mask_for_norm=use_mask_for_norm
+    )
 
 
 def nnseg_pipeline(patch, ds_scales, use_mask_for_norm):
     rotation, dummy_2d, mirror_axes = augment.rotation_and_mirroring_for(patch)
-    return augment.training_pipeline(patch, rotation, mirror_axes, dummy_2d, use_mask_for_norm=use_mask_for_norm,
-                                     deep_supervision_scales=ds_scales)
+    return augment.training_pipeline(
+        patch,
+        rotation,
+        mirror_axes,
+        dummy_2d,
+        use_mask_for_norm=use_mask_for_norm,
+        deep_supervision_scales=ds_scales,
+    )
 
 
 def run_nnunet(samples, transforms) -> None:
@@ -147,7 +165,7 @@ def _work(indices) -> float:
     _WORKER["generator"].manual_seed(indices[0])
     start = time.perf_counter()
     for i in range(0, len(samples), BATCH_SIZE):
-        _WORKER["run"](samples[i:i + BATCH_SIZE])
+        _WORKER["run"](samples[i : i + BATCH_SIZE])
     return time.perf_counter() - start
 
 
@@ -160,7 +178,8 @@ class Processes:
         chunks = [list(range(2 * w, count, 2 * workers)) for w in range(workers)]
         self.chunks = [[j for i in chunk for j in (i, i + 1) if j < count] for chunk in chunks]
         self.pool = multiprocessing.get_context("fork").Pool(
-            workers, _init_worker, (library, patch, ds_scales, use_mask, image, seg, size, starts))
+            workers, _init_worker, (library, patch, ds_scales, use_mask, image, seg, size, starts)
+        )
         self.pool.map(_work, [chunk[:BATCH_SIZE] for chunk in self.chunks], chunksize=1)  # warm-up
 
     def seconds(self) -> float:
@@ -172,7 +191,12 @@ class InProcess:
     threads each augmenting its own batches with one torch thread (ATen releases the GIL), or on CUDA."""
 
     def __init__(self, pipeline, batches, threads=1, batch_threads=1, device="cpu"):
-        self.pipeline, self.threads, self.batch_threads, self.device = pipeline, threads, batch_threads, device
+        self.pipeline, self.threads, self.batch_threads, self.device = (
+            pipeline,
+            threads,
+            batch_threads,
+            device,
+        )
         self.batches = [{k: v.to(device) for k, v in batch.items()} for batch in batches]
         self.executor = ThreadPoolExecutor(batch_threads) if batch_threads > 1 else None
         torch.set_num_threads(threads)
@@ -180,7 +204,9 @@ class InProcess:
 
     def _run(self, batches) -> None:
         for i, batch in batches:
-            augment.augment(batch, self.pipeline, torch.Generator().manual_seed(i))  # the same work every round
+            augment.augment(
+                batch, self.pipeline, torch.Generator().manual_seed(i)
+            )  # the same work every round
 
     def seconds(self) -> float:
         torch.set_num_threads(self.threads)
@@ -191,7 +217,11 @@ class InProcess:
         if self.executor is None:
             self._run(numbered)
         else:
-            list(self.executor.map(self._run, [numbered[k::self.batch_threads] for k in range(self.batch_threads)]))
+            list(
+                self.executor.map(
+                    self._run, [numbered[k :: self.batch_threads] for k in range(self.batch_threads)]
+                )
+            )
         if self.device != "cpu":
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -205,13 +235,19 @@ def benchmark(patch, ds_scales, use_mask, image, seg, count, rounds) -> list[dic
     starts = crop_starts(image.shape[1:], size, count)
     pipeline = nnseg_pipeline(patch, ds_scales, use_mask)
     common = (patch, ds_scales, use_mask, image, seg, size, starts)
-    settings = {("nnunet", "cpu", 1, "1 process"): Processes("nnunet", 1, *common),  # forked before the batches
-                ("nnunet", "cpu", 2, "2 processes"): Processes("nnunet", 2, *common),
-                ("nnseg", "cpu", 2, "2 processes"): Processes("nnseg", 2, *common)}
+    settings = {
+        ("nnunet", "cpu", 1, "1 process"): Processes("nnunet", 1, *common),  # forked before the batches
+        ("nnunet", "cpu", 2, "2 processes"): Processes("nnunet", 2, *common),
+        ("nnseg", "cpu", 2, "2 processes"): Processes("nnseg", 2, *common),
+    }
     batches = stacked_batches(image, seg, size, starts)
-    settings.update({("nnseg", "cpu", 1, "1 thread"): InProcess(pipeline, batches),
-                     ("nnseg", "cpu", 2, "2 threads"): InProcess(pipeline, batches, threads=2),
-                     ("nnseg", "cpu", 2, "2 batch threads"): InProcess(pipeline, batches, batch_threads=2)})
+    settings.update(
+        {
+            ("nnseg", "cpu", 1, "1 thread"): InProcess(pipeline, batches),
+            ("nnseg", "cpu", 2, "2 threads"): InProcess(pipeline, batches, threads=2),
+            ("nnseg", "cpu", 2, "2 batch threads"): InProcess(pipeline, batches, batch_threads=2),
+        }
+    )
     if torch.cuda.is_available():
         settings[("nnseg", "cuda", 1, "1 GPU")] = InProcess(pipeline, batches, device="cuda")
     best = {key: math.inf for key in settings}
@@ -226,53 +262,99 @@ def benchmark(patch, ds_scales, use_mask, image, seg, count, rounds) -> list[dic
     speed = {key: count / seconds for key, seconds in best.items()}
     rows = []
     order = ["1 thread", "2 threads", "2 batch threads", "2 processes", "1 GPU"]
-    for (library, device, cores, how), ours in sorted(speed.items(), key=lambda item: order.index(item[0][3])
-                                                       if item[0][0] == "nnseg" else -1):
+    for (library, device, cores, how), ours in sorted(
+        speed.items(), key=lambda item: order.index(item[0][3]) if item[0][0] == "nnseg" else -1
+    ):
         if library != "nnseg":
             continue
         # the GPU's target is against what nnU-Net gets from 2 CPU cores (a 2-vCPU Colab runtime)
         baseline_cores = 2 if device == "cuda" else cores
-        nnunet = speed[("nnunet", "cpu", baseline_cores, f"{baseline_cores} process" + "es" * (baseline_cores > 1))]
-        rows.append({"patch_size": list(patch), "initial_patch_size": list(size), "device": device, "cores": cores,
-                     "nnseg_nb": how, "nnunet_cores": baseline_cores, "nnunet_samples_per_s": nnunet,
-                     "nnseg_samples_per_s": ours,
-                     "ratio": ours / nnunet})
-        print(f"{str(patch):>16} {device} x{cores}  nnU-Net x{baseline_cores} {nnunet:7.2f}/s "
-              f"({nnunet / baseline_cores:6.2f}/core)   "
-              f"nnseg_nb {how:>15} {ours:7.2f}/s ({ours / cores:6.2f}/core)   ratio {ours / nnunet:5.2f}", flush=True)
+        nnunet = speed[
+            ("nnunet", "cpu", baseline_cores, f"{baseline_cores} process" + "es" * (baseline_cores > 1))
+        ]
+        rows.append(
+            {
+                "patch_size": list(patch),
+                "initial_patch_size": list(size),
+                "device": device,
+                "cores": cores,
+                "nnseg_nb": how,
+                "nnunet_cores": baseline_cores,
+                "nnunet_samples_per_s": nnunet,
+                "nnseg_samples_per_s": ours,
+                "ratio": ours / nnunet,
+            }
+        )
+        print(
+            f"{str(patch):>16} {device} x{cores}  nnU-Net x{baseline_cores} {nnunet:7.2f}/s "
+            f"({nnunet / baseline_cores:6.2f}/core)   "
+            f"nnseg_nb {how:>15} {ours:7.2f}/s ({ours / cores:6.2f}/core)   ratio {ours / nnunet:5.2f}",
+            flush=True,
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="preprocessed folder (ours or nnU-Net's); default: synthetic")
+    parser.add_argument(
+        "--data", type=Path, help="preprocessed folder (ours or nnU-Net's); default: synthetic"
+    )
     parser.add_argument("--case", help="case identifier in --data (default: the first)")
-    parser.add_argument("--plans", type=Path, help="plans JSON: take patch size, DS scales and masking from it")
+    parser.add_argument(
+        "--plans", type=Path, help="plans JSON: take patch size, DS scales and masking from it"
+    )
     parser.add_argument("--configuration", default="3d_fullres")
-    parser.add_argument("--samples", type=int, default=64, help="samples per timed round at 64^3 (half at 128^3)")
-    parser.add_argument("--at-128", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time a 128^3 patch (--no-at-128: only the plans' or the 64^3 patch)")
+    parser.add_argument(
+        "--samples", type=int, default=64, help="samples per timed round at 64^3 (half at 128^3)"
+    )
+    parser.add_argument(
+        "--at-128",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time a 128^3 patch (--no-at-128: only the plans' or the 64^3 patch)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 
     image, seg = load_case(args.data, args.case) if args.data else synthetic_case()
-    settings = [{"patch_size": (64, 64, 64), "ds_scales": default_ds_scales((64, 64, 64)), "use_mask_for_norm": None}]
+    settings = [
+        {"patch_size": (64, 64, 64), "ds_scales": default_ds_scales((64, 64, 64)), "use_mask_for_norm": None}
+    ]
     if args.plans:
         settings = [from_plans(args.plans, args.configuration)]
     if args.at_128:
-        settings.append({"patch_size": (128, 128, 128), "ds_scales": default_ds_scales((128, 128, 128)),
-                         "use_mask_for_norm": settings[0]["use_mask_for_norm"]})
-    print(f"input {tuple(image.shape)}, batch {BATCH_SIZE}, torch {torch.__version__}, "
-          f"{os.cpu_count()} CPUs, CUDA {torch.cuda.is_available()}")
+        settings.append(
+            {
+                "patch_size": (128, 128, 128),
+                "ds_scales": default_ds_scales((128, 128, 128)),
+                "use_mask_for_norm": settings[0]["use_mask_for_norm"],
+            }
+        )
+    print(
+        f"input {tuple(image.shape)}, batch {BATCH_SIZE}, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs, CUDA {torch.cuda.is_available()}"
+    )
     rows = []
     for s in settings:
         count = args.samples if max(s["patch_size"]) <= 96 else max(args.samples // 2, 2 * BATCH_SIZE)
-        rows += benchmark(s["patch_size"], s["ds_scales"], s["use_mask_for_norm"], image, seg, count, args.rounds)
+        rows += benchmark(
+            s["patch_size"], s["ds_scales"], s["use_mask_for_norm"], image, seg, count, args.rounds
+        )
     if args.out:
-        args.out.write_text(json.dumps({"input_shape": list(image.shape), "batch_size": BATCH_SIZE,
-                                        "torch": torch.__version__, "machine": platform.platform(),
-                                        "cpus": os.cpu_count(), "rows": rows}, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "input_shape": list(image.shape),
+                    "batch_size": BATCH_SIZE,
+                    "torch": torch.__version__,
+                    "machine": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -29,25 +29,32 @@ import resource
 print(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
 """
 
-NNUNET = """
+NNUNET = (
+    """
 import sys
 from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
 extract_fingerprint_dataset(int(sys.argv[1]), num_processes=int(sys.argv[2]), clean=True, verbose=False)
-""" + PEAK
+"""
+    + PEAK
+)
 
-NNSEG = """
+NNSEG = (
+    """
 import sys
 sys.path.insert(0, sys.argv[3])
 from nnseg_nb.fingerprint import ensure_fingerprint
 ensure_fingerprint(sys.argv[1], overwrite=True, output=sys.argv[4], num_workers=int(sys.argv[2]), progress=False)
-""" + PEAK
+"""
+    + PEAK
+)
 
 
 def _timed(script: str, args: list[str], env: dict) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB, the largest single process) of one fresh process running ``script``."""
     start = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-c", script, *args], env=env, check=True, capture_output=True,
-                               text=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, check=True, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     return seconds, int(completed.stdout.strip().splitlines()[-1]) / 1024
 
@@ -73,34 +80,52 @@ def main() -> None:
     from nnseg_nb.demo_data import build_demo_datasets
 
     work = Path(tempfile.mkdtemp())
-    env = {**os.environ, "nnUNet_raw": str(work / "raw"), "nnUNet_preprocessed": str(work / "preprocessed"),
-           "nnUNet_results": str(work / "results")}
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(work / "raw"),
+        "nnUNet_preprocessed": str(work / "preprocessed"),
+        "nnUNet_results": str(work / "results"),
+    }
     rows = []
     for name, raw in build_demo_datasets(work / "raw", only=args.only, num_test=0, progress=False).items():
-        dataset_id = name[len("Dataset"):len("Dataset") + 3]
+        dataset_id = name[len("Dataset") : len("Dataset") + 3]
         ours_file = work / "ours" / f"{name}.json"
         theirs_file = work / "preprocessed" / name / "dataset_fingerprint.json"
         times = {"nnunetv2": [], "nnseg_nb": []}
         peaks = {"nnunetv2": [], "nnseg_nb": []}
         for _ in range(args.rounds):
-            for library, script, extra in (("nnunetv2", NNUNET, []), ("nnseg_nb", NNSEG, [str(ROOT), str(ours_file)])):
-                seconds, peak = _timed(script, [dataset_id if library == "nnunetv2" else str(raw),
-                                                str(args.workers), *extra], env)
+            for library, script, extra in (
+                ("nnunetv2", NNUNET, []),
+                ("nnseg_nb", NNSEG, [str(ROOT), str(ours_file)]),
+            ):
+                seconds, peak = _timed(
+                    script,
+                    [dataset_id if library == "nnunetv2" else str(raw), str(args.workers), *extra],
+                    env,
+                )
                 times[library].append(seconds)
                 peaks[library].append(peak)
         differences = _differences(json.loads(ours_file.read_text()), json.loads(theirs_file.read_text()))
-        row = {"dataset": name, "workers": args.workers, "nnunetv2_s": min(times["nnunetv2"]),
-               "nnseg_nb_s": min(times["nnseg_nb"]), "ratio": min(times["nnunetv2"]) / min(times["nnseg_nb"]),
-               "peak_rss_mb": {k: max(v) for k, v in peaks.items()},
-               "differences": differences}
+        row = {
+            "dataset": name,
+            "workers": args.workers,
+            "nnunetv2_s": min(times["nnunetv2"]),
+            "nnseg_nb_s": min(times["nnseg_nb"]),
+            "ratio": min(times["nnunetv2"]) / min(times["nnseg_nb"]),
+            "peak_rss_mb": {k: max(v) for k, v in peaks.items()},
+            "differences": differences,
+        }
         rows.append(row)
-        print(f"{name}: nnunetv2 {row['nnunetv2_s']:.2f} s, nnseg_nb {row['nnseg_nb_s']:.2f} s ({row['ratio']:.2f}x); "
-              f"peak RSS {row['peak_rss_mb']['nnunetv2']:.0f} MB vs {row['peak_rss_mb']['nnseg_nb']:.0f} MB; "
-              f"{'identical' if not differences else f'{len(differences)} differences, e.g. {differences[0]}'}",
-              flush=True)
+        print(
+            f"{name}: nnunetv2 {row['nnunetv2_s']:.2f} s, nnseg_nb {row['nnseg_nb_s']:.2f} s ({row['ratio']:.2f}x); "
+            f"peak RSS {row['peak_rss_mb']['nnunetv2']:.0f} MB vs {row['peak_rss_mb']['nnseg_nb']:.0f} MB; "
+            f"{'identical' if not differences else f'{len(differences)} differences, e.g. {differences[0]}'}",
+            flush=True,
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "rows": rows},
-                                             indent=2))
+        Path(args.out).write_text(
+            json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

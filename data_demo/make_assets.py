@@ -46,13 +46,17 @@ def load_template(source: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     for name, file in FILES.items():
         image = nib.load(source / file)
         if not np.allclose(image.affine[:3, :3], np.eye(3)):
-            raise ValueError(f"{source / file}: expected an axis-aligned 1 mm RAS grid, affine is\n{image.affine}")
+            raise ValueError(
+                f"{source / file}: expected an axis-aligned 1 mm RAS grid, affine is\n{image.affine}"
+            )
         affine = image.affine if affine is None else affine
         volumes[name] = np.asarray(image.dataobj, dtype=np.float32).transpose(2, 1, 0)
     return volumes, affine[:3, 3][::-1].copy()
 
 
-def downsample(volumes: dict[str, np.ndarray], origin_zyx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def downsample(
+    volumes: dict[str, np.ndarray], origin_zyx: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Crop to the brain's bounding box (in whole 2 mm blocks) and average each 2 x 2 x 2 block."""
     brain = (volumes["t1"] > 0) | (volumes["gm"] > 0) | (volumes["wm"] > 0)
     coords = np.argwhere(brain)
@@ -60,7 +64,7 @@ def downsample(volumes: dict[str, np.ndarray], origin_zyx: np.ndarray) -> tuple[
     hi = np.minimum(-(-(coords.max(0) + 1) // FACTOR) * FACTOR, np.array(brain.shape) // FACTOR * FACTOR)
     out = {}
     for name, volume in volumes.items():
-        block = volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        block = volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         shape = [n // FACTOR for n in block.shape]
         out[name] = block.reshape(shape[0], FACTOR, shape[1], FACTOR, shape[2], FACTOR).mean(axis=(1, 3, 5))
     # the centre of a 2 mm voxel is the mean of its 1 mm voxels' centres
@@ -69,12 +73,17 @@ def downsample(volumes: dict[str, np.ndarray], origin_zyx: np.ndarray) -> tuple[
 
 def quantize(volumes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     steps = {"t1": T1_STEP, "gm": PROBABILITY_STEP, "wm": PROBABILITY_STEP}
-    return {name: (np.rint(v / steps[name]) * steps[name]).clip(0, 255).astype(np.uint8) for name, v in volumes.items()}
+    return {
+        name: (np.rint(v / steps[name]) * steps[name]).clip(0, 255).astype(np.uint8)
+        for name, v in volumes.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="folder with the 1 mm files and NOTICE.md")
+    parser.add_argument(
+        "--source", type=Path, default=DEFAULT_SOURCE, help="folder with the 1 mm files and NOTICE.md"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "nnseg_nb" / "demo_assets")
     args = parser.parse_args(argv)
 
@@ -87,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     notice = ASSET_NOTE + (args.source / "NOTICE.md").read_text()
     for folder in (args.out, Path(__file__).parent):
         (folder / "NOTICE.md").write_text(notice)
-    print(f"wrote {asset} ({asset.stat().st_size / 1024:.0f} KB): shape {arrays['t1'].shape}, "
-          f"origin (z, y, x) {small_origin.tolist()} mm")
+    print(
+        f"wrote {asset} ({asset.stat().st_size / 1024:.0f} KB): shape {arrays['t1'].shape}, "
+        f"origin (z, y, x) {small_origin.tolist()} mm"
+    )
 
 
 if __name__ == "__main__":

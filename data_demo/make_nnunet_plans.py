@@ -37,10 +37,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw, preprocessed = Path(tmp) / "raw", Path(tmp) / "preprocessed"
         # nnunetv2.paths reads these once, at import: set them before the first nnunetv2 import
-        os.environ.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(preprocessed),
-                          nnUNet_results=str(Path(tmp) / "results"))
-        from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
-        from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+        os.environ.update(
+            nnUNet_raw=str(raw),
+            nnUNet_preprocessed=str(preprocessed),
+            nnUNet_results=str(Path(tmp) / "results"),
+        )
+        from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import (
+            DatasetFingerprintExtractor,
+        )
+        from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import (
+            ExperimentPlanner,
+        )
         from nnunetv2.experiment_planning.plan_and_preprocess_api import (
             extract_fingerprint_dataset,
             plan_experiment_dataset,
@@ -49,8 +56,14 @@ def main() -> None:
         build_demo_datasets(raw, seed=SEED, only=[DATASET], progress=False)
         with contextlib.redirect_stdout(stdio.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            extract_fingerprint_dataset(901, DatasetFingerprintExtractor, num_processes=2,
-                                        check_dataset_integrity=True, clean=True, verbose=False)
+            extract_fingerprint_dataset(
+                901,
+                DatasetFingerprintExtractor,
+                num_processes=2,
+                check_dataset_integrity=True,
+                clean=True,
+                verbose=False,
+            )
             _, plans_identifier = plan_experiment_dataset(901, ExperimentPlanner)
         shutil.copyfile(preprocessed / DATASET / f"{plans_identifier}.json", OUTPUT)
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("nnunetv2", "numpy"))

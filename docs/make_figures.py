@@ -25,7 +25,9 @@ OUT = Path(__file__).resolve().parent / "figures"
 def _planned(folder: Path, gpu_memory_gb: float) -> tuple[planning.Plans, dataset.Case]:
     dataset_json = dataset.load_dataset_json(folder)
     found = fingerprint.extract_fingerprint(folder, num_workers=2, progress=False)
-    plans = planning.plan(found, dataset_json, planning.preset("default", gpu_memory_gb), dataset_name=folder.name)
+    plans = planning.plan(
+        found, dataset_json, planning.preset("default", gpu_memory_gb), dataset_name=folder.name
+    )
     first = next(iter(dataset.find_cases(folder, dataset_json).values()))
     return plans, first
 
@@ -33,8 +35,9 @@ def _planned(folder: Path, gpu_memory_gb: float) -> tuple[planning.Plans, datase
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        folders = demo_data.build_demo_datasets(tmp, only=["Dataset901_BrainTissue", "Dataset902_AnisoSynth"],
-                                                progress=False)
+        folders = demo_data.build_demo_datasets(
+            tmp, only=["Dataset901_BrainTissue", "Dataset902_AnisoSynth"], progress=False
+        )
         plans, case = _planned(folders["Dataset902_AnisoSynth"], 0.1)
         image, props = io.read_case(case.images)
         seg, _ = io.read_seg(case.label)

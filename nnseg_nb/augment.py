@@ -23,13 +23,15 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from nnseg_nb.network import deep_supervision_scales  # noqa: F401  (re-exported)
 
 Batch = dict  # {"image": (B, C, *spatial) float, "seg": (B, S, *spatial) int | list, ...}
 Params = dict  # {name: (B, ...) CPU tensor}
@@ -43,7 +45,9 @@ OUTSIDE_LABEL = -1  # label of voxels outside the nonzero mask and of augmentati
 # ----------------------------------------------------------------------------------------------------------
 
 
-def rotation_and_mirroring_for(patch_size: Sequence[int]) -> tuple[tuple[float, float], bool, tuple[int, ...]]:
+def rotation_and_mirroring_for(
+    patch_size: Sequence[int],
+) -> tuple[tuple[float, float], bool, tuple[int, ...]]:
     """nnU-Net's rotation range (radians), dummy-2D flag and mirror axes for a 2D or 3D patch.
 
     2D: ±15° if the patch is elongated (max/min > 1.5), else ±180°. 3D: dummy-2D (in-plane augmentation per
@@ -88,9 +92,14 @@ def initial_patch_size(
     extent = np.array(patch_size, dtype=float)
     c, s = math.cos(angle), math.sin(angle)
     if len(patch_size) == 3:
-        rotations = [np.array(m) for m in ([[1, 0, 0], [0, c, -s], [0, s, c]],
-                                           [[c, 0, s], [0, 1, 0], [-s, 0, c]],
-                                           [[c, -s, 0], [s, c, 0], [0, 0, 1]])]
+        rotations = [
+            np.array(m)
+            for m in (
+                [[1, 0, 0], [0, c, -s], [0, s, c]],
+                [[c, 0, s], [0, 1, 0], [-s, 0, c]],
+                [[c, -s, 0], [s, c, 0], [0, 0, 1]],
+            )
+        ]
     else:
         rotations = [np.array([[c, -s], [s, c]])]
     largest = extent.copy()
@@ -100,16 +109,6 @@ def initial_patch_size(
     if dummy_2d:
         size[0] = patch_size[0]
     return tuple(int(i) for i in size)
-
-
-def deep_supervision_scales(pool_op_kernel_sizes: Sequence[Sequence[int]]) -> list[list[float]]:
-    """Scale of each deep-supervision output relative to the patch: 1 / cumulative stride, coarsest dropped.
-
-    >>> deep_supervision_scales([[1, 1, 1], [2, 2, 2], [1, 2, 2], [2, 2, 2]])
-    [[1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.5, 0.25, 0.25]]
-    """
-    cumulative = np.cumprod(np.array(pool_op_kernel_sizes, dtype=float), axis=0)
-    return [[float(v) for v in 1 / row] for row in cumulative[:-1]]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -125,7 +124,9 @@ def _coin(p: float, shape: tuple[int, ...], generator: torch.Generator) -> Tenso
     return torch.rand(shape, generator=generator, dtype=torch.float64) < p
 
 
-def bg_contrast(value_range: tuple[float, float], shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+def bg_contrast(
+    value_range: tuple[float, float], shape: tuple[int, ...], generator: torch.Generator
+) -> Tensor:
     """batchgeneratorsv2's ``BGContrast``: half the factors fall in U(low, 1), half in U(max(low, 1), high).
 
     So decreases and increases are equally likely, although (0.75, 1.25) or (0.7, 1.5) are not centered on 1.
@@ -203,7 +204,7 @@ def _rotation_scaling_matrices(angles: Tensor, scales: Tensor) -> Tensor:
 
 def _crop_with_padding(x: Tensor, starts: Sequence[int], size: Sequence[int], value: float) -> Tensor:
     """``x[..., start:start + size]`` on the trailing axes (a view), padded with ``value`` where it leaves ``x``."""
-    spatial = x.shape[-len(size):]
+    spatial = x.shape[-len(size) :]
     inside = tuple(slice(max(s, 0), min(s + n, dim)) for s, n, dim in zip(starts, size, spatial))
     cropped = x[(..., *inside)]
     pad = []
@@ -213,8 +214,9 @@ def _crop_with_padding(x: Tensor, starts: Sequence[int], size: Sequence[int], va
     return F.pad(cropped, pad, value=value) if any(pad) else cropped
 
 
-def _centered_coordinates(affine: Tensor, patch: Sequence[int], like: Tensor,
-                          shift: Sequence[float] | None = None) -> list[Tensor]:
+def _centered_coordinates(
+    affine: Tensor, patch: Sequence[int], like: Tensor, shift: Sequence[float] | None = None
+) -> list[Tensor]:
     """Where each output voxel reads, relative to the input's center: ``affine @ p`` (+ ``shift``), per axis.
 
     affine (N, d, d) -> d tensors (N, *patch); ``p`` is the output voxel's offset from the patch center (in
@@ -261,14 +263,17 @@ def _sample_labels(seg: Tensor, samples: list[int], affine: Tensor, patch: Seque
     # padding: 1 voxel before and 2 after each axis, so that points clamped to [-1, size] have all neighbours;
     # in the padded seg, voxel v of the input is at v + 1
     padded = F.pad(_rows(seg, samples), [1, 2] * d, value=OUTSIDE_LABEL)
-    strides = [math.prod(padded.shape[3 + a:]) for a in range(d)]
-    shifted = _centered_coordinates(affine, patch, seg.new_empty(0, dtype=torch.float32),
-                                    [(size - 1) / 2 + 1 for size in spatial])  # voxel + 1, (N, *patch) each
+    strides = [math.prod(padded.shape[3 + a :]) for a in range(d)]
+    shifted = _centered_coordinates(
+        affine, patch, seg.new_empty(0, dtype=torch.float32), [(size - 1) / 2 + 1 for size in spatial]
+    )  # voxel + 1, (N, *patch) each
     index = torch.zeros((n, 1, math.prod(patch)), dtype=torch.int32, device=seg.device)
     for c, size, stride in zip(shifted, spatial, strides):
         c = c.reshape(n, 1, -1).clamp_(0, size + 1)  # further out there is only padding
         index += c.int().mul_(stride)  # int() is floor() for c >= 0; int32 keeps the gathers cheap
-    index = index + torch.arange(n * s, device=seg.device, dtype=torch.int32).view(n, s, 1) * padded[0, 0].numel()
+    index = (
+        index + torch.arange(n * s, device=seg.device, dtype=torch.int32).view(n, s, 1) * padded[0, 0].numel()
+    )
     corners = list(itertools.product((0, 1), repeat=d))
     flat = padded.reshape(-1)
 
@@ -285,8 +290,9 @@ def _sample_labels(seg: Tensor, samples: list[int], affine: Tensor, patch: Seque
     border = (smallest != largest).view(-1).nonzero().squeeze(1)  # flat (N, S, P) positions
     if len(border):
         point = border // (s * index.shape[2]) * index.shape[2] + border % index.shape[2]  # flat (N, P)
-        coordinates = [c.reshape(-1).index_select(0, point).clamp_(0, size + 1) - 1
-                       for c, size in zip(shifted, spatial)]
+        coordinates = [
+            c.reshape(-1).index_select(0, point).clamp_(0, size + 1) - 1 for c, size in zip(shifted, spatial)
+        ]
         candidates = torch.stack([take(corner, index.view(-1).index_select(0, border)) for corner in corners])
         result.view(-1).index_copy_(0, border, _vote(candidates, coordinates))
     return result.view(n, s, *patch)
@@ -304,10 +310,16 @@ def _label_scores(candidates: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, 
     lowest one on ties; and a function giving the score of a label per point. candidates, weights (2^d, M)."""
     low, high = (int(v) for v in torch.aminmax(candidates))
     if high - low < 32:  # every label's score in one pass
-        scores = torch.zeros((high - low + 1, candidates.shape[1]), dtype=weights.dtype, device=weights.device)
+        scores = torch.zeros(
+            (high - low + 1, candidates.shape[1]), dtype=weights.dtype, device=weights.device
+        )
         scores = scores.scatter_add_(0, (candidates - low).long(), weights).half()
         best, winner = scores.max(0)  # ties: the first maximum, so the lowest label
-        return best, (winner + low).to(candidates.dtype), lambda label: scores.gather(0, (label - low).long()[None])[0]
+        return (
+            best,
+            (winner + low).to(candidates.dtype),
+            lambda label: scores.gather(0, (label - low).long()[None])[0],
+        )
 
     def score(label: Tensor) -> Tensor:  # many labels: one pass per label present
         return torch.where(candidates == label, weights, 0).sum(0).half()
@@ -328,8 +340,12 @@ def _vote(candidates: Tensor, coordinates: list[Tensor]) -> Tensor:
     lower = [c.floor() for c in coordinates]
     fractions = [c - f for c, f in zip(coordinates, lower)]
     corners = list(itertools.product((0, 1), repeat=len(coordinates)))
-    weights = torch.stack([math.prod(f if bit else 1 - f for f, bit in zip(fractions, corner))
-                           for corner in corners]) * 1000
+    weights = (
+        torch.stack(
+            [math.prod(f if bit else 1 - f for f, bit in zip(fractions, corner)) for corner in corners]
+        )
+        * 1000
+    )
     best, winner, score = _label_scores(candidates, weights)
     # the nearest neighbour's label wins a tie it is part of (grid_sample "nearest": round half to even)
     nearest_bits = [(c.round() - f).long() for c, f in zip(coordinates, lower)]
@@ -367,8 +383,13 @@ class SpatialTransform(Transform):
         in_plane = self.dummy_2d or _spatial_ndim(batch) == 2
         angles = _uniform(*self.rotation_range, (b, 1 if in_plane else 3), generator) * rotate[:, None]
         scales = torch.where(scale, _uniform(*self.scaling_range, (b,), generator), 1.0)
-        return {"rotate": rotate, "scale": scale, "angles": angles, "scales": scales,
-                "affine": _rotation_scaling_matrices(angles, scales)}
+        return {
+            "rotate": rotate,
+            "scale": scale,
+            "angles": angles,
+            "scales": scales,
+            "affine": _rotation_scaling_matrices(angles, scales),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         image, seg = batch["image"], batch.get("seg")
@@ -413,7 +434,7 @@ def _along_axes(x: Tensor, matrices: Sequence[Tensor | None]) -> Tensor:
         if matrix is None:
             continue
         before, size = math.prod(spatial[:axis]), spatial[axis]
-        after = math.prod(spatial[axis + 1:])
+        after = math.prod(spatial[axis + 1 :])
         matrix = matrix.to(x)
         if after == 1:
             x = x.reshape(n, before, size) @ matrix.transpose(1, 2)
@@ -432,8 +453,11 @@ def _assemble(parts: list[tuple[list[int], Tensor]]) -> Tensor:
     """One batch from (sample indices, their values) parts that together cover every sample once."""
     if len(parts) == 1:
         return parts[0][1]
-    out = torch.empty((sum(len(i) for i, _ in parts), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype,
-                      device=parts[0][1].device)
+    out = torch.empty(
+        (sum(len(i) for i, _ in parts), *parts[0][1].shape[1:]),
+        dtype=parts[0][1].dtype,
+        device=parts[0][1].device,
+    )
     for samples, values in parts:
         for i, value in zip(samples, values):
             out[i].copy_(value)  # a block copy per sample (index_copy_ goes element by element)
@@ -469,8 +493,11 @@ class GaussianNoise(Transform):
 
     def sample(self, batch: Batch, generator: torch.Generator) -> Params:
         b = batch["image"].shape[0]
-        return {"applied": _coin(self.p, (b,), generator), "std": _uniform(*self.std_range, (b,), generator),
-                "noise_seed": torch.randint(0, 2**62, (1,), generator=generator)}
+        return {
+            "applied": _coin(self.p, (b,), generator),
+            "std": _uniform(*self.std_range, (b,), generator),
+            "noise_seed": torch.randint(0, 2**62, (1,), generator=generator),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         samples = _indices(params["applied"])
@@ -478,10 +505,16 @@ class GaussianNoise(Transform):
             return batch
         image = batch["image"]
         noise_generator = torch.Generator(image.device).manual_seed(int(params["noise_seed"]))
-        noise = torch.randn((len(samples), *image.shape[1:]), generator=noise_generator, device=image.device,
-                            dtype=image.dtype)
+        noise = torch.randn(
+            (len(samples), *image.shape[1:]),
+            generator=noise_generator,
+            device=image.device,
+            dtype=image.dtype,
+        )
         std = params["std"][samples].to(image).view(-1, *[1] * (image.ndim - 1))
-        return _replace(batch, image=image.index_add(0, torch.tensor(samples, device=image.device), noise.mul_(std)))
+        return _replace(
+            batch, image=image.index_add(0, torch.tensor(samples, device=image.device), noise.mul_(std))
+        )
 
 
 def _gaussian_kernel_size(sigma: float, truncate: float = 6.0) -> int:
@@ -503,8 +536,9 @@ def _blur_matrix(sigma: float, size: int) -> Tensor:
     source = source.abs()  # reflect at 0 ...
     source = torch.where(source > size - 1, 2 * (size - 1) - source, source).clamp(0, size - 1)  # ... and end
     matrix = torch.zeros(size, size)
-    matrix.index_put_((torch.arange(size)[:, None].expand(-1, k), source), weights.expand(size, k),
-                      accumulate=True)
+    matrix.index_put_(
+        (torch.arange(size)[:, None].expand(-1, k), source), weights.expand(size, k), accumulate=True
+    )
     return matrix
 
 
@@ -526,9 +560,11 @@ class GaussianBlur(Transform):
 
     def sample(self, batch: Batch, generator: torch.Generator) -> Params:
         b, c = batch["image"].shape[:2]
-        return {"applied": _coin(self.p, (b,), generator),
-                "channels": _coin(self.p_per_channel, (b, c), generator),
-                "sigmas": _uniform(*self.sigma_range, (b, c, _spatial_ndim(batch)), generator)}
+        return {
+            "applied": _coin(self.p, (b,), generator),
+            "channels": _coin(self.p_per_channel, (b, c), generator),
+            "sigmas": _uniform(*self.sigma_range, (b, c, _spatial_ndim(batch)), generator),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         samples, channels = _pairs(params["applied"], params["channels"])
@@ -536,8 +572,10 @@ class GaussianBlur(Transform):
             return batch
         image = batch["image"]
         sigmas = params["sigmas"][samples, channels].tolist()  # (N, d) Python floats, as upstream's
-        matrices = [torch.stack([_blur_matrix(s[axis], size) for s in sigmas]).to(image.device)
-                    for axis, size in enumerate(image.shape[2:])]
+        matrices = [
+            torch.stack([_blur_matrix(s[axis], size) for s in sigmas]).to(image.device)
+            for axis, size in enumerate(image.shape[2:])
+        ]
         blurred = _along_axes(_pair_rows(image, samples, channels), matrices)
         return _replace(batch, image=_update_pairs(image, samples, channels, blurred))
 
@@ -556,8 +594,10 @@ class MultiplicativeBrightness(Transform):
 
     def sample(self, batch: Batch, generator: torch.Generator) -> Params:
         b, c = batch["image"].shape[:2]
-        return {"applied": _coin(self.p, (b,), generator),
-                "multipliers": bg_contrast(self.multiplier_range, (b, c), generator)}
+        return {
+            "applied": _coin(self.p, (b,), generator),
+            "multipliers": bg_contrast(self.multiplier_range, (b, c), generator),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         if not params["applied"].any():
@@ -604,8 +644,10 @@ class Contrast(Transform):
 
     def sample(self, batch: Batch, generator: torch.Generator) -> Params:
         b, c = batch["image"].shape[:2]
-        return {"applied": _coin(self.p, (b,), generator),
-                "factors": bg_contrast(self.contrast_range, (b, c), generator)}
+        return {
+            "applied": _coin(self.p, (b,), generator),
+            "factors": bg_contrast(self.contrast_range, (b, c), generator),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         samples = _indices(params["applied"])
@@ -624,7 +666,13 @@ def _nearest_exact_indices(size: int, new_size: int) -> Tensor:
     ATen: ``floorf((j + 0.5) * scale)`` with the float32 ``scale = size / new_size``.
     """
     scale = (torch.tensor(size, dtype=torch.float32) / new_size).double()
-    return ((torch.arange(new_size, dtype=torch.float64) + 0.5) * scale).float().floor().long().clamp(max=size - 1)
+    return (
+        ((torch.arange(new_size, dtype=torch.float64) + 0.5) * scale)
+        .float()
+        .floor()
+        .long()
+        .clamp(max=size - 1)
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -641,7 +689,7 @@ def _nearest_exact_selection(size: int, new_size: int) -> slice | Tensor:
 def _nearest_exact_downsample(x: Tensor, new_shape: Sequence[int]) -> Tensor:
     """``interpolate(x, new_shape, mode="nearest-exact")`` on the trailing axes, for any dtype: strided views
     where the kept voxels are evenly spaced, a gather elsewhere, and one copy at the end."""
-    spatial = x.shape[x.ndim - len(new_shape):]
+    spatial = x.shape[x.ndim - len(new_shape) :]
     if tuple(spatial) == tuple(new_shape):
         return x
     lead = x.ndim - len(new_shape)
@@ -694,9 +742,11 @@ class SimulateLowResolution(Transform):
     def sample(self, batch: Batch, generator: torch.Generator) -> Params:
         b, c = batch["image"].shape[:2]
         # float32 like batchgeneratorsv2's torch.Tensor of scales; round(size * zoom) is half-to-even there too
-        return {"applied": _coin(self.p, (b,), generator),
-                "channels": _coin(self.p_per_channel, (b, c), generator),
-                "zooms": _uniform(*self.zoom_range, (b, c), generator).float()}
+        return {
+            "applied": _coin(self.p, (b,), generator),
+            "channels": _coin(self.p_per_channel, (b, c), generator),
+            "zooms": _uniform(*self.zoom_range, (b, c), generator).float(),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         samples, channels = _pairs(params["applied"], params["channels"])
@@ -704,9 +754,12 @@ class SimulateLowResolution(Transform):
             return batch
         image = batch["image"]
         zooms = params["zooms"][samples, channels].tolist()
-        matrices = [None if axis in self.ignore_axes else
-                    torch.stack([_lowres_matrix(size, z) for z in zooms]).to(image.device)
-                    for axis, size in enumerate(image.shape[2:])]
+        matrices = [
+            None
+            if axis in self.ignore_axes
+            else torch.stack([_lowres_matrix(size, z) for z in zooms]).to(image.device)
+            for axis, size in enumerate(image.shape[2:])
+        ]
         resampled = _along_axes(_pair_rows(image, samples, channels), matrices)
         return _replace(batch, image=_update_pairs(image, samples, channels, resampled))
 
@@ -729,7 +782,10 @@ class Gamma(Transform):
 
     def sample(self, batch: Batch, generator: torch.Generator) -> Params:
         b, c = batch["image"].shape[:2]
-        return {"applied": _coin(self.p, (b,), generator), "gammas": bg_contrast(self.gamma_range, (b, c), generator)}
+        return {
+            "applied": _coin(self.p, (b,), generator),
+            "gammas": bg_contrast(self.gamma_range, (b, c), generator),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         samples = _indices(params["applied"])
@@ -850,8 +906,10 @@ class MoveSegAsOneHotToData(Transform):
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         image, seg = batch["image"], batch["seg"]
-        source = seg[:, self.source_channel:self.source_channel + 1]
-        labels = torch.tensor(self.labels, device=seg.device, dtype=seg.dtype).view(1, -1, *[1] * (seg.ndim - 2))
+        source = seg[:, self.source_channel : self.source_channel + 1]
+        labels = torch.tensor(self.labels, device=seg.device, dtype=seg.dtype).view(
+            1, -1, *[1] * (seg.ndim - 2)
+        )
         one_hot = (source == labels).to(image.dtype)
         keep = [c for c in range(seg.shape[1]) if c != self.source_channel]
         return _replace(batch, image=torch.cat([image, one_hot], 1), seg=seg[:, keep])
@@ -890,14 +948,19 @@ def _dilate(masks: Tensor, elements: list[Tensor]) -> Tensor:
     dims = tuple(range(1, d + 1))
     size = padded.shape[1:]
     kernels = F.pad(kernels.to(masks.device), [p for s in reversed(size) for p in (0, s - 2 * anchor - 1)])
-    correlation = torch.fft.irfftn(torch.fft.rfftn(padded, dim=dims) * torch.fft.rfftn(kernels, dim=dims).conj(),
-                                   s=size, dim=dims)
+    correlation = torch.fft.irfftn(
+        torch.fft.rfftn(padded, dim=dims) * torch.fft.rfftn(kernels, dim=dims).conj(), s=size, dim=dims
+    )
     return correlation[(..., *[slice(0, s) for s in spatial])] > 0.5
 
 
 BINARY_OPERATORS = ("dilation", "erosion", "closing", "opening")
-_OPERATOR_PHASES = {"dilation": ("dilate",), "erosion": ("erode",), "closing": ("dilate", "erode"),
-                    "opening": ("erode", "dilate")}
+_OPERATOR_PHASES = {
+    "dilation": ("dilate",),
+    "erosion": ("erode",),
+    "closing": ("dilate", "erode"),
+    "opening": ("erode", "dilate"),
+}
 
 
 @dataclass
@@ -922,11 +985,13 @@ class RandomBinaryOperator(Transform):
 
     def sample(self, batch: Batch, generator: torch.Generator) -> Params:
         b, n = batch["image"].shape[0], self.num_channels
-        return {"applied": _coin(self.p, (b,), generator),
-                "order": torch.rand((b, n), generator=generator).argsort(1),
-                "chosen": _coin(self.p_per_channel, (b, n), generator),
-                "operators": torch.randint(0, len(BINARY_OPERATORS), (b, n), generator=generator),
-                "radii": _uniform(*self.radius_range, (b, n), generator)}
+        return {
+            "applied": _coin(self.p, (b,), generator),
+            "order": torch.rand((b, n), generator=generator).argsort(1),
+            "chosen": _coin(self.p_per_channel, (b, n), generator),
+            "operators": torch.randint(0, len(BINARY_OPERATORS), (b, n), generator=generator),
+            "radii": _uniform(*self.radius_range, (b, n), generator),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         if not (params["applied"][:, None] & params["chosen"]).any():
@@ -940,7 +1005,9 @@ class RandomBinaryOperator(Transform):
                 continue
             channels = params["order"][samples, step].tolist()
             operators = [BINARY_OPERATORS[i] for i in params["operators"][samples, step].tolist()]
-            elements = [structuring_element(r, image.ndim - 2) for r in params["radii"][samples, step].tolist()]
+            elements = [
+                structuring_element(r, image.ndim - 2) for r in params["radii"][samples, step].tolist()
+            ]
             before = one_hot[samples, channels]
             after = before.clone()
             for phase in (0, 1):
@@ -948,8 +1015,9 @@ class RandomBinaryOperator(Transform):
                 if not active:
                     continue
                 # erosion = ~dilation(~x): outside the patch counts as foreground, so borders do not erode
-                erode = torch.tensor([_OPERATOR_PHASES[operators[i]][phase] == "erode" for i in active],
-                                     device=image.device).view(-1, *[1] * (image.ndim - 2))
+                erode = torch.tensor(
+                    [_OPERATOR_PHASES[operators[i]][phase] == "erode" for i in active], device=image.device
+                ).view(-1, *[1] * (image.ndim - 2))
                 after[active] = _dilate(after[active] ^ erode, [elements[i] for i in active]) ^ erode
             added = after & ~before
             sample_masks = one_hot[samples] & ~added.unsqueeze(1)
@@ -979,8 +1047,11 @@ class RemoveRandomConnectedComponent(Transform):
 
     def sample(self, batch: Batch, generator: torch.Generator) -> Params:
         b, n = batch["image"].shape[0], self.num_channels
-        return {"applied": _coin(self.p, (b,), generator), "chosen": _coin(self.p_per_channel, (b, n), generator),
-                "picks": torch.rand((b, n), generator=generator, dtype=torch.float64)}
+        return {
+            "applied": _coin(self.p, (b,), generator),
+            "chosen": _coin(self.p_per_channel, (b, n), generator),
+            "picks": torch.rand((b, n), generator=generator, dtype=torch.float64),
+        }
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         from scipy.ndimage import label as label_components
@@ -999,8 +1070,15 @@ class RemoveRandomConnectedComponent(Transform):
             if len(small):
                 keep[i] = components != small[int(pick * len(small))]
         keep = torch.from_numpy(keep).to(image.device)
-        return _replace(batch, image=_update_pairs(image, samples, [first + c for c in channels],
-                                                   image[samples, [first + c for c in channels]] * keep))
+        return _replace(
+            batch,
+            image=_update_pairs(
+                image,
+                samples,
+                [first + c for c in channels],
+                image[samples, [first + c for c in channels]] * keep,
+            ),
+        )
 
 
 @dataclass
@@ -1014,13 +1092,21 @@ class SegToRegions(Transform):
     [[[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]]]
     """
 
-    regions: tuple[Union[int, tuple[int, ...]], ...] = ()
+    regions: tuple[int | tuple[int, ...], ...] = ()
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         seg = batch["seg"][:, 0]
-        channels = [torch.isin(seg, torch.tensor(region if isinstance(region, (tuple, list)) else [region],
-                                                 device=seg.device, dtype=seg.dtype))
-                    for region in self.regions]
+        channels = [
+            torch.isin(
+                seg,
+                torch.tensor(
+                    region if isinstance(region, (tuple, list)) else [region],
+                    device=seg.device,
+                    dtype=seg.dtype,
+                ),
+            )
+            for region in self.regions
+        ]
         return _replace(batch, seg=torch.stack(channels, 1))
 
 
@@ -1037,8 +1123,10 @@ class DownsampleSegForDS(Transform):
 
     def apply(self, batch: Batch, params: Params) -> Batch:
         seg = batch["seg"]
-        targets = [_nearest_exact_downsample(seg, [round(size * s) for size, s in zip(seg.shape[2:], scale)])
-                   for scale in self.scales]
+        targets = [
+            _nearest_exact_downsample(seg, [round(size * s) for size, s in zip(seg.shape[2:], scale)])
+            for scale in self.scales
+        ]
         return _replace(batch, seg=targets)
 
 
@@ -1092,7 +1180,7 @@ def training_pipeline(
     use_mask_for_norm: Sequence[bool] | None = None,
     is_cascaded: bool = False,
     foreground_labels: Sequence[int] = (),
-    regions: Sequence[Union[int, Sequence[int]]] | None = None,
+    regions: Sequence[int | Sequence[int]] | None = None,
     ignore_label: int | None = None,
     deep_supervision_scales: Sequence[Sequence[float]] | None = None,
 ) -> list[Transform]:
@@ -1113,13 +1201,16 @@ def training_pipeline(
     """
     s = settings
     pipeline: list[Transform] = [
-        SpatialTransform(tuple(patch_size), tuple(rotation_range), s.p_rotation, s.p_scaling, s.scaling_range,
-                         dummy_2d),
+        SpatialTransform(
+            tuple(patch_size), tuple(rotation_range), s.p_rotation, s.p_scaling, s.scaling_range, dummy_2d
+        ),
         GaussianNoise(s.p_noise, s.noise_std_range),
         GaussianBlur(s.p_blur, s.blur_sigma_range, s.p_blur_per_channel),
         MultiplicativeBrightness(s.p_brightness, s.brightness_range),
         Contrast(s.p_contrast, s.contrast_range),
-        SimulateLowResolution(s.p_lowres, s.lowres_zoom_range, s.p_lowres_per_channel, (0,) if dummy_2d else ()),
+        SimulateLowResolution(
+            s.p_lowres, s.lowres_zoom_range, s.p_lowres_per_channel, (0,) if dummy_2d else ()
+        ),
         Gamma(s.p_gamma_inverted, s.gamma_range, invert=True),
         Gamma(s.p_gamma, s.gamma_range, invert=False),
     ]
@@ -1131,13 +1222,17 @@ def training_pipeline(
     if is_cascaded:
         n = len(foreground_labels)
         if n == 0:
-            raise ValueError("the cascade needs foreground_labels (the labels one-hot encoded from the previous stage)")
+            raise ValueError(
+                "the cascade needs foreground_labels (the labels one-hot encoded from the previous stage)"
+            )
         pipeline += [
             MoveSegAsOneHotToData(tuple(foreground_labels)),
-            RandomBinaryOperator(n, s.p_binary_operator, s.p_binary_operator_per_channel,
-                                 s.binary_operator_radius_range),
-            RemoveRandomConnectedComponent(n, s.p_remove_component, s.p_remove_component_per_channel,
-                                           s.remove_component_max_fraction),
+            RandomBinaryOperator(
+                n, s.p_binary_operator, s.p_binary_operator_per_channel, s.binary_operator_radius_range
+            ),
+            RemoveRandomConnectedComponent(
+                n, s.p_remove_component, s.p_remove_component_per_channel, s.remove_component_max_fraction
+            ),
         ]
     return pipeline + _target_steps(regions, ignore_label, deep_supervision_scales)
 
@@ -1146,7 +1241,7 @@ def validation_pipeline(
     *,
     is_cascaded: bool = False,
     foreground_labels: Sequence[int] = (),
-    regions: Sequence[Union[int, Sequence[int]]] | None = None,
+    regions: Sequence[int | Sequence[int]] | None = None,
     ignore_label: int | None = None,
     deep_supervision_scales: Sequence[Sequence[float]] | None = None,
 ) -> list[Transform]:
@@ -1180,8 +1275,10 @@ def augment(batch: Batch, pipeline: Sequence[Transform], generator: torch.Genera
     (torch.Size([2, 1, 16, 16]), torch.Size([2, 1, 16, 16]))
     """
     if generator.device.type != "cpu":
-        raise ValueError(f"augment needs a CPU torch.Generator (parameters are drawn on the CPU), got one on "
-                         f"{generator.device}; use torch.Generator() and let the batch live on any device")
+        raise ValueError(
+            f"augment needs a CPU torch.Generator (parameters are drawn on the CPU), got one on "
+            f"{generator.device}; use torch.Generator() and let the batch live on any device"
+        )
     for step in pipeline:
         batch = step(batch, generator)
     return batch

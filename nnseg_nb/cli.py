@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 
 class UserError(Exception):
@@ -33,13 +33,21 @@ class UserError(Exception):
 
 
 def _add_verify_parser(subparsers) -> None:
-    parser = subparsers.add_parser("verify", help="check a raw dataset (nnU-Net's --verify_dataset_integrity, and more)",
-                                   description="Read every case of a raw dataset and report every problem, one line "
-                                               "each (<file>: error|warning: <what>), then a summary. Exits 1 if "
-                                               "there are errors, 0 otherwise (warnings allowed).")
+    parser = subparsers.add_parser(
+        "verify",
+        help="check a raw dataset (nnU-Net's --verify_dataset_integrity, and more)",
+        description="Read every case of a raw dataset and report every problem, one line "
+        "each (<file>: error|warning: <what>), then a summary. Exits 1 if "
+        "there are errors, 0 otherwise (warnings allowed).",
+    )
     parser.add_argument("dataset", help="raw dataset: folder, DatasetXXX_Name, Name or id")
-    parser.add_argument("-np", "--num-workers", type=int, default=None,
-                        help="processes reading cases (default min(4, CPU count))")
+    parser.add_argument(
+        "-np",
+        "--num-workers",
+        type=int,
+        default=None,
+        help="processes reading cases (default min(4, CPU count))",
+    )
     parser.set_defaults(func=_cmd_verify)
 
 
@@ -54,43 +62,87 @@ def _cmd_verify(args) -> int:
 
 
 def _add_convert_parser(subparsers) -> None:
-    parser = subparsers.add_parser("convert", help="make a v2 raw dataset from MSD, image/label folders or nnU-Net v1",
-                                   description="Convert a dataset into nnU-Net v2's raw format (the source is not "
-                                               "changed). Check the result with `nnseg-nb verify`.")
+    parser = subparsers.add_parser(
+        "convert",
+        help="make a v2 raw dataset from MSD, image/label folders or nnU-Net v1",
+        description="Convert a dataset into nnU-Net v2's raw format (the source is not "
+        "changed). Check the result with `nnseg-nb verify`.",
+    )
     kinds = parser.add_subparsers(dest="source_kind", metavar="<kind>", required=True)
-    msd = kinds.add_parser("msd", help="a Medical Segmentation Decathlon TaskXX_Name folder",
-                           description="Split the 4D multi-modal images into _0000, _0001 ... files, copy the "
-                                       "labels, convert imagesTs (nnUNetv2_convert_MSD_dataset).")
+    msd = kinds.add_parser(
+        "msd",
+        help="a Medical Segmentation Decathlon TaskXX_Name folder",
+        description="Split the 4D multi-modal images into _0000, _0001 ... files, copy the "
+        "labels, convert imagesTs (nnUNetv2_convert_MSD_dataset).",
+    )
     msd.add_argument("source", help="the TaskXX_Name folder")
-    msd.add_argument("-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPU count))")
-    v1 = kinds.add_parser("v1", help="an nnU-Net v1 TaskXXX_Name folder",
-                          description="Copy the image folders and rewrite dataset.json for v2 "
-                                      "(nnUNetv2_convert_old_nnUNet_dataset).")
+    msd.add_argument(
+        "-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPU count))"
+    )
+    v1 = kinds.add_parser(
+        "v1",
+        help="an nnU-Net v1 TaskXXX_Name folder",
+        description="Copy the image folders and rewrite dataset.json for v2 "
+        "(nnUNetv2_convert_old_nnUNet_dataset).",
+    )
     v1.add_argument("source", help="the TaskXXX_Name folder")
     v1.add_argument("--name", default=None, help="dataset name (default: from the task folder)")
-    folders = kinds.add_parser("folders", help="a folder of images and one of label maps, matched by name",
-                               description="Pair images and label maps by file name (labels may carry a suffix such "
-                                           "as _seg) and write them as a v2 dataset; any format nnseg_nb reads, "
-                                           "2D PNG/TIFF included.")
+    folders = kinds.add_parser(
+        "folders",
+        help="a folder of images and one of label maps, matched by name",
+        description="Pair images and label maps by file name (labels may carry a suffix such "
+        "as _seg) and write them as a v2 dataset; any format nnseg_nb reads, "
+        "2D PNG/TIFF included.",
+    )
     folders.add_argument("images", nargs="+", help="image folder, or one folder per channel")
     folders.add_argument("--labels", required=True, help="folder of label maps")
     folders.add_argument("--name", required=True, help="dataset name")
-    folders.add_argument("--channels", nargs="+", default=None, metavar="NAME",
-                         help="channel names, e.g. CT or T1 T2 (default: R G B for colour images, else image)")
-    folders.add_argument("--label-names", nargs="+", default=None, metavar="NAME",
-                         help="label names for values 0, 1, 2 ... (default: inferred from the label files)")
-    folders.add_argument("--value-map", nargs="+", default=None, metavar="FROM=TO",
-                         help="rewrite label values, e.g. 255=1 for 0/255 masks")
+    folders.add_argument(
+        "--channels",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="channel names, e.g. CT or T1 T2 (default: R G B for colour images, else image)",
+    )
+    folders.add_argument(
+        "--label-names",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="label names for values 0, 1, 2 ... (default: inferred from the label files)",
+    )
+    folders.add_argument(
+        "--value-map",
+        nargs="+",
+        default=None,
+        metavar="FROM=TO",
+        help="rewrite label values, e.g. 255=1 for 0/255 masks",
+    )
     folders.add_argument("--image-suffix", default="", help="removed from image names before matching")
-    folders.add_argument("--label-suffix", default=None, help="removed from label names (default: tried _seg, _mask ...)")
-    folders.add_argument("--file-ending", default=None, help="of the new dataset (default: that of the images)")
+    folders.add_argument(
+        "--label-suffix", default=None, help="removed from label names (default: tried _seg, _mask ...)"
+    )
+    folders.add_argument(
+        "--file-ending", default=None, help="of the new dataset (default: that of the images)"
+    )
     folders.add_argument("--test-images", default=None, help="folder of test images for imagesTs")
-    folders.add_argument("-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPU count))")
-    for kind_parser, id_help in ((msd, "default: XX of TaskXX"), (v1, "default: XXX of TaskXXX"), (folders, "required")):
-        kind_parser.add_argument("--id", type=int, default=None, required=kind_parser is folders,
-                                 help=f"dataset id ({id_help})")
-        kind_parser.add_argument("-o", "--output-root", default=None, help="where the dataset goes (default: the raw root)")
-        kind_parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
+    folders.add_argument(
+        "-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPU count))"
+    )
+    for kind_parser, id_help in (
+        (msd, "default: XX of TaskXX"),
+        (v1, "default: XXX of TaskXXX"),
+        (folders, "required"),
+    ):
+        kind_parser.add_argument(
+            "--id", type=int, default=None, required=kind_parser is folders, help=f"dataset id ({id_help})"
+        )
+        kind_parser.add_argument(
+            "-o", "--output-root", default=None, help="where the dataset goes (default: the raw root)"
+        )
+        kind_parser.add_argument(
+            "--overwrite", action="store_true", help="replace an existing dataset of that name"
+        )
         kind_parser.set_defaults(func=_cmd_convert)
 
 
@@ -105,10 +157,19 @@ def _cmd_convert(args) -> int:
             folder = convert.convert_v1(args.source, name=args.name, **common)
         else:
             folder = convert.convert_folders(
-                args.images if len(args.images) > 1 else args.images[0], args.labels, args.name,
-                channel_names=args.channels, labels=args.label_names, value_map=_parse_value_map(args.value_map),
-                image_suffix=args.image_suffix, label_suffix=args.label_suffix, file_ending=args.file_ending,
-                test_images_dir=args.test_images, num_workers=args.num_workers, **common)
+                args.images if len(args.images) > 1 else args.images[0],
+                args.labels,
+                args.name,
+                channel_names=args.channels,
+                labels=args.label_names,
+                value_map=_parse_value_map(args.value_map),
+                image_suffix=args.image_suffix,
+                label_suffix=args.label_suffix,
+                file_ending=args.file_ending,
+                test_images_dir=args.test_images,
+                num_workers=args.num_workers,
+                **common,
+            )
     except FileExistsError as e:
         raise UserError(str(e)) from None
     print(f"wrote {folder}\ncheck it with: nnseg-nb verify {folder}")
@@ -121,22 +182,36 @@ def _parse_value_map(items: list[str] | None) -> dict[int, int] | None:
     try:
         return {int(a): int(b) for a, b in (item.split("=") for item in items)}
     except ValueError:
-        raise UserError(f"--value-map takes FROM=TO integer pairs like 255=1, got {' '.join(items)}") from None
+        raise UserError(
+            f"--value-map takes FROM=TO integer pairs like 255=1, got {' '.join(items)}"
+        ) from None
 
 
 # --- fingerprint (nnseg_nb.fingerprint) -------------------------------------------------------
 
 
 def _add_fingerprint_parser(subparsers) -> None:
-    parser = subparsers.add_parser("fingerprint", help="extract the dataset fingerprint (nnUNetv2_extract_fingerprint)",
-                                   description="Measure spacings, shapes after cropping and foreground intensities "
-                                               "of a raw dataset, as nnU-Net does. An existing file is kept "
-                                               "unless --clean.")
+    parser = subparsers.add_parser(
+        "fingerprint",
+        help="extract the dataset fingerprint (nnUNetv2_extract_fingerprint)",
+        description="Measure spacings, shapes after cropping and foreground intensities "
+        "of a raw dataset, as nnU-Net does. An existing file is kept "
+        "unless --clean.",
+    )
     parser.add_argument("dataset", help="raw dataset: folder, DatasetXXX_Name, Name or id")
-    parser.add_argument("-o", "--output", default=None,
-                        help="fingerprint file (default <preprocessed>/<DatasetXXX_Name>/dataset_fingerprint.json)")
-    parser.add_argument("-np", "--num-workers", type=int, default=None,
-                        help="processes reading cases (default 8, at most the CPU count)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="fingerprint file (default <preprocessed>/<DatasetXXX_Name>/dataset_fingerprint.json)",
+    )
+    parser.add_argument(
+        "-np",
+        "--num-workers",
+        type=int,
+        default=None,
+        help="processes reading cases (default 8, at most the CPU count)",
+    )
     parser.add_argument("--clean", action="store_true", help="recompute even if the file exists")
     parser.set_defaults(func=_cmd_fingerprint)
 
@@ -152,7 +227,9 @@ def _cmd_fingerprint(args) -> int:
         try:
             parse_dataset_folder_name(folder.name)
         except ValueError:
-            raise UserError(f"{folder} is not named DatasetXXX_Name, so it has no default output; give -o FILE") from None
+            raise UserError(
+                f"{folder} is not named DatasetXXX_Name, so it has no default output; give -o FILE"
+            ) from None
     path = Path(args.output) if args.output else fingerprint_path(folder.name)
     kept = path.is_file() and not args.clean
     fingerprint = ensure_fingerprint(folder, overwrite=args.clean, output=path, num_workers=args.num_workers)
@@ -166,38 +243,77 @@ def _cmd_fingerprint(args) -> int:
 
 def _add_plan_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "plan", help="plan patch, network and batch size per configuration (nnUNetv2_plan_experiment)",
+        "plan",
+        help="plan patch, network and batch size per configuration (nnUNetv2_plan_experiment)",
         description="Plan a dataset as nnUNetv2_plan_experiment does (ExperimentPlanner or a ResEnc preset), "
-                    "from its fingerprint and dataset.json. DATASET: compute the fingerprint if <preprocessed>/"
-                    "<DatasetXXX_Name>/dataset_fingerprint.json is missing, write <plans name>.json and a copy of "
-                    "dataset.json there. --fingerprint F --dataset-json J -o PLANS.json: plan from the two files "
-                    "alone. Configurations that an existing plans file has and this planner does not make are "
-                    "kept, as nnU-Net does.")
-    parser.add_argument("dataset", nargs="?", default=None, help="raw dataset: folder, DatasetXXX_Name, Name or id")
-    parser.add_argument("--planner", default="default", metavar="NAME",
-                        help="default (ExperimentPlanner, 8 GB), resenc-m (8 GB), resenc-l (24 GB) or resenc-xl "
-                             "(40 GB); default: default")
-    parser.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
-                        help="GPU memory target instead of the planner's (nnU-Net's -gpu_memory_target); the plans "
-                             "name stays the planner's unless --plans-name")
-    parser.add_argument("--overwrite-target-spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                        help="3d_fullres target spacing in the images' axis order instead of the planned one")
-    parser.add_argument("--plans-name", default=None,
-                        help="plans identifier: file <name>.json, data folders <name>_<configuration> (default: the "
-                             "planner's, e.g. nnUNetPlans; nnU-Net's -overwrite_plans_name)")
-    parser.add_argument("--fingerprint", default=None, metavar="FILE", help="plan from this dataset_fingerprint.json")
+        "from its fingerprint and dataset.json. DATASET: compute the fingerprint if <preprocessed>/"
+        "<DatasetXXX_Name>/dataset_fingerprint.json is missing, write <plans name>.json and a copy of "
+        "dataset.json there. --fingerprint F --dataset-json J -o PLANS.json: plan from the two files "
+        "alone. Configurations that an existing plans file has and this planner does not make are "
+        "kept, as nnU-Net does.",
+    )
+    parser.add_argument(
+        "dataset", nargs="?", default=None, help="raw dataset: folder, DatasetXXX_Name, Name or id"
+    )
+    parser.add_argument(
+        "--planner",
+        default="default",
+        metavar="NAME",
+        help="default (ExperimentPlanner, 8 GB), resenc-m (8 GB), resenc-l (24 GB) or resenc-xl "
+        "(40 GB); default: default",
+    )
+    parser.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="GPU memory target instead of the planner's (nnU-Net's -gpu_memory_target); the plans "
+        "name stays the planner's unless --plans-name",
+    )
+    parser.add_argument(
+        "--overwrite-target-spacing",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("Z", "Y", "X"),
+        help="3d_fullres target spacing in the images' axis order instead of the planned one",
+    )
+    parser.add_argument(
+        "--plans-name",
+        default=None,
+        help="plans identifier: file <name>.json, data folders <name>_<configuration> (default: the "
+        "planner's, e.g. nnUNetPlans; nnU-Net's -overwrite_plans_name)",
+    )
+    parser.add_argument(
+        "--fingerprint", default=None, metavar="FILE", help="plan from this dataset_fingerprint.json"
+    )
     parser.add_argument("--dataset-json", default=None, metavar="FILE", help="... and this dataset.json")
-    parser.add_argument("--dataset-name", default=None,
-                        help="dataset_name written into the plans with --fingerprint (default: the fingerprint's "
-                             "folder if it is named DatasetXXX_Name, else dataset.json's name)")
-    parser.add_argument("-o", "--output", default=None, metavar="PLANS.json",
-                        help="plans file (default <preprocessed>/<DatasetXXX_Name>/<plans name>.json; required "
-                             "with --fingerprint)")
-    parser.add_argument("-np", "--num-workers", type=int, default=None,
-                        help="processes for the fingerprint, if it has to be computed "
-                             "(default 8, at most the CPU count)")
-    parser.add_argument("--explain", action="store_true",
-                        help="print the planner's decisions: target spacing, each shrink step, batch size, 3d_lowres")
+    parser.add_argument(
+        "--dataset-name",
+        default=None,
+        help="dataset_name written into the plans with --fingerprint (default: the fingerprint's "
+        "folder if it is named DatasetXXX_Name, else dataset.json's name)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="PLANS.json",
+        help="plans file (default <preprocessed>/<DatasetXXX_Name>/<plans name>.json; required "
+        "with --fingerprint)",
+    )
+    parser.add_argument(
+        "-np",
+        "--num-workers",
+        type=int,
+        default=None,
+        help="processes for the fingerprint, if it has to be computed (default 8, at most the CPU count)",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the planner's decisions: target spacing, each shrink step, batch size, 3d_lowres",
+    )
     parser.set_defaults(func=_cmd_plan)
 
 
@@ -212,12 +328,16 @@ def _plan_argument_problems(args) -> list[str]:
     if args.gpu_memory is not None and not 0 < args.gpu_memory < math.inf:
         problems.append(f"--gpu-memory must be a positive number of GB, got {args.gpu_memory:g}")
     if args.overwrite_target_spacing and not all(0 < s < math.inf for s in args.overwrite_target_spacing):
-        problems.append(f"--overwrite-target-spacing must be three positive spacings, got "
-                        f"{' '.join(f'{s:g}' for s in args.overwrite_target_spacing)}")
-    if args.plans_name is not None and (not args.plans_name or any(c in args.plans_name for c in "/\\")
-                                        or args.plans_name.endswith(".json")):
-        problems.append(f"--plans-name is a name such as nnUNetPlans_16GB (no folder, no .json), "
-                        f"got {args.plans_name!r}")
+        problems.append(
+            f"--overwrite-target-spacing must be three positive spacings, got "
+            f"{' '.join(f'{s:g}' for s in args.overwrite_target_spacing)}"
+        )
+    if args.plans_name is not None and (
+        not args.plans_name or any(c in args.plans_name for c in "/\\") or args.plans_name.endswith(".json")
+    ):
+        problems.append(
+            f"--plans-name is a name such as nnUNetPlans_16GB (no folder, no .json), got {args.plans_name!r}"
+        )
     if args.num_workers is not None and args.num_workers < 1:
         problems.append(f"-np must be at least 1, got {args.num_workers}")
     from_files = args.fingerprint is not None or args.dataset_json is not None
@@ -226,7 +346,9 @@ def _plan_argument_problems(args) -> list[str]:
     elif args.dataset is None and not from_files:
         problems.append("give a DATASET, or --fingerprint FILE --dataset-json FILE -o PLANS.json")
     elif from_files and (args.fingerprint is None or args.dataset_json is None or args.output is None):
-        problems.append("planning from files needs all of --fingerprint FILE, --dataset-json FILE and -o PLANS.json")
+        problems.append(
+            "planning from files needs all of --fingerprint FILE, --dataset-json FILE and -o PLANS.json"
+        )
     return problems
 
 
@@ -246,8 +368,11 @@ def _plan_settings(args):
     if args.plans_name:
         changes["plans_name"] = args.plans_name
     elif settings.gpu_memory_target_gb != preset(args.planner).gpu_memory_target_gb:
-        print(f"note: {settings.plans_name}.json will hold a plan for {settings.gpu_memory_target_gb:g} GB; "
-              "--plans-name keeps it apart from the planner's default plans", file=sys.stderr)
+        print(
+            f"note: {settings.plans_name}.json will hold a plan for {settings.gpu_memory_target_gb:g} GB; "
+            "--plans-name keeps it apart from the planner's default plans",
+            file=sys.stderr,
+        )
     if args.overwrite_target_spacing:
         changes["overwrite_target_spacing"] = tuple(args.overwrite_target_spacing)
     return dataclasses.replace(settings, **changes) if changes else settings
@@ -265,8 +390,9 @@ def _plan_inputs_from_dataset(args, plans_name: str) -> tuple[dict, dict, str, P
         fingerprint_file = fingerprint_path(folder.name)
     except ValueError:
         if args.output is None:
-            raise UserError(f"{folder} is not named DatasetXXX_Name, so it has no default output; "
-                            "give -o PLANS.json") from None
+            raise UserError(
+                f"{folder} is not named DatasetXXX_Name, so it has no default output; give -o PLANS.json"
+            ) from None
         fingerprint_file = Path(args.output).parent / FINGERPRINT_FILE
     output = Path(args.output) if args.output else fingerprint_file.parent / f"{plans_name}.json"
     dataset_json = load_dataset_json(folder)
@@ -288,7 +414,9 @@ def _plan_inputs_from_files(args) -> tuple[dict, dict, str | None, Path]:
     try:
         fingerprint = load_fingerprint(args.fingerprint)
     except (ValueError, FileNotFoundError, TypeError) as e:  # TypeError: JSON that is not an object
-        problems.append(str(e) if not isinstance(e, TypeError) else f"{args.fingerprint}: not a dataset fingerprint")
+        problems.append(
+            str(e) if not isinstance(e, TypeError) else f"{args.fingerprint}: not a dataset fingerprint"
+        )
     try:
         dataset_json = load_dataset_json(args.dataset_json)  # the file, or a folder holding it
     except (ValueError, FileNotFoundError) as e:
@@ -296,8 +424,10 @@ def _plan_inputs_from_files(args) -> tuple[dict, dict, str | None, Path]:
     if problems:
         raise UserError(*problems)
     name, dataset_json_path = args.dataset_name, Path(args.dataset_json).resolve()
-    for folder in (Path(args.fingerprint).resolve().parent,
-                   dataset_json_path if dataset_json_path.is_dir() else dataset_json_path.parent):
+    for folder in (
+        Path(args.fingerprint).resolve().parent,
+        dataset_json_path if dataset_json_path.is_dir() else dataset_json_path.parent,
+    ):
         try:
             parse_dataset_folder_name(folder.name)
             name = name or folder.name  # nnU-Net writes the dataset's folder name
@@ -321,13 +451,19 @@ def _copy_next_to_plans(raw_folder: Path, preprocessed_folder: Path) -> None:
         as_sets = [[(set(f["train"]), set(f["val"])) for f in load_json(path)] for path in (splits, target)]
     except (KeyError, TypeError):
         raise UserError(f"{splits} or {target} is not a list of folds with train and val cases") from None
-    if as_sets[1][:len(as_sets[0])] != as_sets[0]:
+    if as_sets[1][: len(as_sets[0])] != as_sets[0]:
         raise UserError(f"{target} has other folds than {splits}; remove one of them")
 
 
 def _cmd_plan(args) -> int:
-    from nnseg_nb.planning import format_explanation, keep_custom_configurations, load_plans, plan, save_plans, \
-        summary_lines
+    from nnseg_nb.planning import (
+        format_explanation,
+        keep_custom_configurations,
+        load_plans,
+        plan,
+        save_plans,
+        summary_lines,
+    )
 
     problems = _plan_argument_problems(args)
     if problems:
@@ -335,7 +471,8 @@ def _cmd_plan(args) -> int:
     settings = _plan_settings(args)
     if args.dataset is not None:
         fingerprint, dataset_json, dataset_name, output, raw_folder = _plan_inputs_from_dataset(
-            args, settings.plans_name)
+            args, settings.plans_name
+        )
     else:
         (fingerprint, dataset_json, dataset_name, output), raw_folder = _plan_inputs_from_files(args), None
     trace = [] if args.explain else None  # plan() appends its decisions (what planning.explain returns)
@@ -362,19 +499,37 @@ def _cmd_plan(args) -> int:
 
 
 def _add_preprocess_parser(subparsers) -> None:
-    parser = subparsers.add_parser("preprocess", help="crop, normalize and resample a dataset (nnUNetv2_preprocess)",
-                                   description="Preprocess every training case as nnU-Net's DefaultPreprocessor "
-                                               "does, into <output>/<data_identifier>/<case>.npy, <case>_seg.npy "
-                                               "and <case>.json. Cases already done with the same plans and "
-                                               "source files are skipped unless --overwrite.")
+    parser = subparsers.add_parser(
+        "preprocess",
+        help="crop, normalize and resample a dataset (nnUNetv2_preprocess)",
+        description="Preprocess every training case as nnU-Net's DefaultPreprocessor "
+        "does, into <output>/<data_identifier>/<case>.npy, <case>_seg.npy "
+        "and <case>.json. Cases already done with the same plans and "
+        "source files are skipped unless --overwrite.",
+    )
     parser.add_argument("dataset", help="raw dataset: folder, DatasetXXX_Name, Name or id")
-    parser.add_argument("-c", "--configurations", nargs="+", required=True, metavar="CONFIG",
-                        help="configurations of the plans, e.g. 2d 3d_fullres")
+    parser.add_argument(
+        "-c",
+        "--configurations",
+        nargs="+",
+        required=True,
+        metavar="CONFIG",
+        help="configurations of the plans, e.g. 2d 3d_fullres",
+    )
     parser.add_argument("--plans", default=None, help="plans JSON (default <output>/nnUNetPlans.json)")
-    parser.add_argument("-o", "--output", default=None,
-                        help="the dataset's preprocessed folder (default <preprocessed>/<DatasetXXX_Name>)")
-    parser.add_argument("-np", "--num-workers", type=int, default=None,
-                        help="processes (default nnU-Net's: 8 for 2d and 3d_lowres, 4 otherwise; at most the CPU count)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="the dataset's preprocessed folder (default <preprocessed>/<DatasetXXX_Name>)",
+    )
+    parser.add_argument(
+        "-np",
+        "--num-workers",
+        type=int,
+        default=None,
+        help="processes (default nnU-Net's: 8 for 2d and 3d_lowres, 4 otherwise; at most the CPU count)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo cases that are up to date")
     parser.set_defaults(func=_cmd_preprocess)
 
@@ -384,11 +539,19 @@ def _cmd_preprocess(args) -> int:
 
     if args.num_workers is not None and args.num_workers < 1:
         raise UserError(f"-np must be at least 1, got {args.num_workers}")
-    results = preprocess_dataset(args.dataset, args.configurations, plans=args.plans, output_folder=args.output,
-                                 num_workers=args.num_workers, overwrite=args.overwrite)
+    results = preprocess_dataset(
+        args.dataset,
+        args.configurations,
+        plans=args.plans,
+        output_folder=args.output,
+        num_workers=args.num_workers,
+        overwrite=args.overwrite,
+    )
     for result in results:
-        print(f"{result.configuration}: {len(result.processed)} preprocessed, {len(result.up_to_date)} up to date "
-              f"-> {result.folder}")
+        print(
+            f"{result.configuration}: {len(result.processed)} preprocessed, {len(result.up_to_date)} up to date "
+            f"-> {result.folder}"
+        )
     return 0
 
 
@@ -396,18 +559,33 @@ def _cmd_preprocess(args) -> int:
 
 
 def _add_demo_data_parser(subparsers) -> None:
-    parser = subparsers.add_parser("demo-data", help="build the demo datasets (Dataset901-904) in the raw root",
-                                   description="Build small raw datasets to learn and test on: real brain MRI "
-                                               "(Dataset901_BrainTissue) and synthetic anisotropic, multi-channel "
-                                               "and 2D sets. The same seed gives the same files; a complete build "
-                                               "from the same seed is kept.")
-    parser.add_argument("-o", "--output-root", default=None,
-                        help="raw root the DatasetXXX_Name folders go to (default $nnUNet_raw, else ./nnseg_data/raw)")
+    parser = subparsers.add_parser(
+        "demo-data",
+        help="build the demo datasets (Dataset901-904) in the raw root",
+        description="Build small raw datasets to learn and test on: real brain MRI "
+        "(Dataset901_BrainTissue) and synthetic anisotropic, multi-channel "
+        "and 2D sets. The same seed gives the same files; a complete build "
+        "from the same seed is kept.",
+    )
+    parser.add_argument(
+        "-o",
+        "--output-root",
+        default=None,
+        help="raw root the DatasetXXX_Name folders go to (default $nnUNet_raw, else ./nnseg_data/raw)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
-                        help="build only these: names, short names or ids (e.g. 901 Shapes2D)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="rebuild even if up to date, and replace a folder of that name that is not a demo build")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="build only these: names, short names or ids (e.g. 901 Shapes2D)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rebuild even if up to date, and replace a folder of that name that is not a demo build",
+    )
     parser.set_defaults(func=_cmd_demo_data)
 
 
@@ -432,8 +610,15 @@ def _cmd_demo_data(args) -> int:
 
 
 def _add_notebook_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a notebook parameter; VALUE is typed like papermill's (True, 3, 0.5, [64,64], text)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter; VALUE is typed like papermill's (True, 3, 0.5, [64,64], text)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds")
 
 
@@ -446,17 +631,28 @@ def _notebook_parameters(pairs: list[list[str]]) -> dict:
 def _result_line(status: str, name: str, duration_s: float, figures: dict) -> str:
     from nnseg_nb.runner import headline
 
-    shown = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline(figures).items())
+    shown = "  ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline(figures).items()
+    )
     return f"{status:5s} {name}  {duration_s:.1f} s  {shown}".rstrip()
 
 
 def _add_run_parser(subparsers) -> None:
-    parser = subparsers.add_parser("run", help="run one notebook headless and collect its results.json",
-                                   description="Run a notebook (.py or .ipynb) with papermill in a fresh kernel.")
+    parser = subparsers.add_parser(
+        "run",
+        help="run one notebook headless and collect its results.json",
+        description="Run a notebook (.py or .ipynb) with papermill in a fresh kernel.",
+    )
     parser.add_argument("notebook", help="notebooks/NN_name.py or .ipynb")
-    parser.add_argument("-o", "--output", default=None,
-                        help="executed notebook (default runs/<name>/<parameters or time>/executed.ipynb)")
-    parser.add_argument("--cwd", default=None, help="the kernel's working directory (default: the run folder)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="executed notebook (default runs/<name>/<parameters or time>/executed.ipynb)",
+    )
+    parser.add_argument(
+        "--cwd", default=None, help="the kernel's working directory (default: the run folder)"
+    )
     parser.add_argument("--log-output", action="store_true", help="stream the cells' output while running")
     _add_notebook_options(parser)
     parser.set_defaults(func=_cmd_run)
@@ -466,8 +662,14 @@ def _cmd_run(args) -> int:
     from nnseg_nb.runner import NotebookError, run_notebook
 
     try:
-        result = run_notebook(args.notebook, output=args.output, parameters=_notebook_parameters(args.parameter),
-                              cwd=args.cwd, timeout=args.timeout, log_output=args.log_output)
+        result = run_notebook(
+            args.notebook,
+            output=args.output,
+            parameters=_notebook_parameters(args.parameter),
+            cwd=args.cwd,
+            timeout=args.timeout,
+            log_output=args.log_output,
+        )
     except NotebookError as e:
         raise UserError(e.summary) from None
     print(_result_line("ok", args.notebook, result.duration_s, result.results or {}))
@@ -476,12 +678,20 @@ def _cmd_run(args) -> int:
 
 
 def _add_batch_parser(subparsers) -> None:
-    parser = subparsers.add_parser("batch", help="run a notebook over a parameter grid, in parallel",
-                                   description="Run a notebook once per combination of the --grid values; "
-                                               "results go to <out>/<name>/batch_results.json(l).")
+    parser = subparsers.add_parser(
+        "batch",
+        help="run a notebook over a parameter grid, in parallel",
+        description="Run a notebook once per combination of the --grid values; "
+        "results go to <out>/<name>/batch_results.json(l).",
+    )
     parser.add_argument("notebook")
-    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
-                        help="values of one parameter (repeat for a cartesian product); JSON lists allowed")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="values of one parameter (repeat for a cartesian product); JSON lists allowed",
+    )
     parser.add_argument("-j", "--workers", type=int, default=1, help="runs at a time (one kernel each)")
     parser.add_argument("-o", "--out", default="runs", help="folder holding the batch folder (default runs)")
     parser.add_argument("--name", default=None, help="batch folder name (default: the notebook's name)")
@@ -499,13 +709,28 @@ def _cmd_batch(args) -> int:
 
     def report(row: dict) -> None:
         params = " ".join(f"{k}={row[k]}" for k in grid_names)
-        print(f"error {params}  {row['error']}" if row["status"] != "ok" else
-              _result_line("ok", params, row["duration_s"],
-                           {k: v for k, v in row.items() if k not in (*grid_names, *ROW_FIELDS)}),
-              flush=True)
+        print(
+            f"error {params}  {row['error']}"
+            if row["status"] != "ok"
+            else _result_line(
+                "ok",
+                params,
+                row["duration_s"],
+                {k: v for k, v in row.items() if k not in (*grid_names, *ROW_FIELDS)},
+            ),
+            flush=True,
+        )
 
-    rows = run_batch(args.notebook, grid, workers=args.workers, out_root=args.out, name=args.name,
-                     parameters=_notebook_parameters(args.parameter), timeout=args.timeout, on_result=report)
+    rows = run_batch(
+        args.notebook,
+        grid,
+        workers=args.workers,
+        out_root=args.out,
+        name=args.name,
+        parameters=_notebook_parameters(args.parameter),
+        timeout=args.timeout,
+        on_result=report,
+    )
     failed = sum(row["status"] != "ok" for row in rows)
     batch_dir = Path(rows[0]["run_dir"]).parent
     print(f"{len(rows)} runs: {len(rows) - failed} ok, {failed} failed -> {batch_dir / 'batch_results.json'}")
@@ -513,11 +738,16 @@ def _cmd_batch(args) -> int:
 
 
 def _add_demo_parser(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="build the demo data and run every guided notebook (quick profile)",
-                                   description="Build the demo datasets, run notebooks/NN_*.py in order, "
-                                               "and write index.md / index.json.")
+    parser = subparsers.add_parser(
+        "demo",
+        help="build the demo data and run every guided notebook (quick profile)",
+        description="Build the demo datasets, run notebooks/NN_*.py in order, "
+        "and write index.md / index.json.",
+    )
     parser.add_argument("-o", "--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--notebooks", default=None, help="folder of the notebooks (default: the repository's)")
+    parser.add_argument(
+        "--notebooks", default=None, help="folder of the notebooks (default: the repository's)"
+    )
     _add_notebook_options(parser)
     parser.set_defaults(func=_cmd_demo)
 
@@ -526,20 +756,32 @@ def _cmd_demo(args) -> int:
     from nnseg_nb.runner import run_demo
 
     def report(entry: dict) -> None:
-        print(_result_line("ok", entry["notebook"], entry["duration_s"], entry["headline"]) if entry["status"] == "ok"
-              else f"error {entry['error']}", flush=True)
+        print(
+            _result_line("ok", entry["notebook"], entry["duration_s"], entry["headline"])
+            if entry["status"] == "ok"
+            else f"error {entry['error']}",
+            flush=True,
+        )
 
-    index = run_demo(args.out, notebooks_folder=args.notebooks, parameters=_notebook_parameters(args.parameter),
-                     timeout=args.timeout, on_result=report)
+    index = run_demo(
+        args.out,
+        notebooks_folder=args.notebooks,
+        parameters=_notebook_parameters(args.parameter),
+        timeout=args.timeout,
+        on_result=report,
+    )
     failed = sum(e["status"] != "ok" for e in index["notebooks"])
     print(f"{len(index['notebooks'])} notebooks: {failed} failed -> {Path(index['out_root']) / 'index.md'}")
     return 1 if failed else 0
 
 
 def _add_record_parser(subparsers) -> None:
-    parser = subparsers.add_parser("record", help="store a notebook's golden outputs in its paired .ipynb",
-                                   description="Run notebooks/NN_name.py in its folder with default parameters "
-                                               "(as nbval does) and write the outputs into NN_name.ipynb.")
+    parser = subparsers.add_parser(
+        "record",
+        help="store a notebook's golden outputs in its paired .ipynb",
+        description="Run notebooks/NN_name.py in its folder with default parameters "
+        "(as nbval does) and write the outputs into NN_name.ipynb.",
+    )
     parser.add_argument("notebooks", nargs="+", help="the .py sources")
     parser.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds")
     parser.set_defaults(func=_cmd_record)

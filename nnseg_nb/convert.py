@@ -17,9 +17,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -39,18 +39,31 @@ LABEL_SUFFIXES = ("", "_seg", "_label", "_labels", "_mask", "_masks", "_gt", "_s
 
 
 @contextmanager
-def _new_dataset_folder(dataset_id: int, name: str, output_root: str | os.PathLike | None, overwrite: bool,
-                        sources: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
+def _new_dataset_folder(
+    dataset_id: int,
+    name: str,
+    output_root: str | os.PathLike | None,
+    overwrite: bool,
+    sources: Sequence[Path],
+) -> Iterator[tuple[Path, Path]]:
     """Yield ``(empty temporary folder, target)``; on success the folder becomes the target in one rename."""
     root = Path(output_root) if output_root is not None else raw_root()
     target = root / dataset_folder_name(dataset_id, name)
     for source in sources:
         a, b = Path(source).resolve(), target.resolve()
         if a == b or a in b.parents or b in a.parents:
-            raise ValueError(f"{target}: the new dataset would overlap its source {source}; choose another id or output root")
-    clashes = [n for n in list_datasets(root) if n != target.name and parse_dataset_folder_name(n)[0] == int(dataset_id)]
+            raise ValueError(
+                f"{target}: the new dataset would overlap its source {source}; choose another id or output root"
+            )
+    clashes = [
+        n
+        for n in list_datasets(root)
+        if n != target.name and parse_dataset_folder_name(n)[0] == int(dataset_id)
+    ]
     if clashes:
-        raise FileExistsError(f"{root / clashes[0]}: dataset id {int(dataset_id):03d} is taken; choose another id")
+        raise FileExistsError(
+            f"{root / clashes[0]}: dataset id {int(dataset_id):03d} is taken; choose another id"
+        )
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target}: already exists; pass overwrite=True (--overwrite) to replace it")
     root.mkdir(parents=True, exist_ok=True)
@@ -84,8 +97,11 @@ def _visible_files(folder: Path, ending: str | None = None) -> list[Path]:
     """Files of ``folder`` without hidden ones (macOS ``._`` files, ``.DS_Store``), sorted."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_"))
-                  and (ending is None or p.name.endswith(ending)))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith((".", "_")) and (ending is None or p.name.endswith(ending))
+    )
 
 
 def _require_dirs(source: Path, *names: str) -> None:
@@ -101,10 +117,14 @@ def _is_already_split(images_dir: Path, ending: str, v1_json: dict) -> bool:
 
     Both layouts list ``./imagesTr/case.nii.gz`` under ``training``; which of the two files exists decides.
     """
-    listed = [Path(e["image"]).name for e in v1_json.get("training") or [] if isinstance(e, dict) and e.get("image")]
+    listed = [
+        Path(e["image"]).name for e in v1_json.get("training") or [] if isinstance(e, dict) and e.get("image")
+    ]
     if listed:
         split = [n[: -len(ending)] + "_0000" + ending for n in listed if n.endswith(ending)]
-        return not any((images_dir / n).is_file() for n in listed) and any((images_dir / n).is_file() for n in split)
+        return not any((images_dir / n).is_file() for n in listed) and any(
+            (images_dir / n).is_file() for n in split
+        )
     files = _visible_files(images_dir, ending)
     return bool(files) and all(re.search(r"_\d{4}" + re.escape(ending) + "$", p.name) for p in files)
 
@@ -112,8 +132,14 @@ def _is_already_split(images_dir: Path, ending: str, v1_json: dict) -> bool:
 # --- (a) Medical Segmentation Decathlon -------------------------------------------------------------
 
 
-def convert_msd(source: str | os.PathLike, dataset_id: int | None = None, output_root: str | os.PathLike | None = None,
-                overwrite: bool = False, num_workers: int | None = None, progress: bool = True) -> Path:
+def convert_msd(
+    source: str | os.PathLike,
+    dataset_id: int | None = None,
+    output_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Convert an MSD ``TaskXX_Name`` folder into ``DatasetXXX_Name`` (what ``nnUNetv2_convert_MSD_dataset`` does).
 
     Multi-modal 4D NIfTI images are split into one file per channel (``_0000``, ``_0001`` ...) with the
@@ -132,17 +158,23 @@ def convert_msd(source: str | os.PathLike, dataset_id: int | None = None, output
     task_id, name = _parse_task_folder(source)
     msd_json = load_json(source / "dataset.json") if (source / "dataset.json").is_file() else None
     if not isinstance(msd_json, dict) or "modality" not in msd_json:
-        raise ValueError(f"{source / 'dataset.json'}: missing or not an MSD dataset.json (it needs 'modality')")
+        raise ValueError(
+            f"{source / 'dataset.json'}: missing or not an MSD dataset.json (it needs 'modality')"
+        )
     if _is_already_split(source / "imagesTr", ".nii.gz", msd_json):
-        raise ValueError(f"{source / 'imagesTr'}: images are already split into _0000 files; "
-                         "this is an nnU-Net v1 task: use convert_v1")
+        raise ValueError(
+            f"{source / 'imagesTr'}: images are already split into _0000 files; "
+            "this is an nnU-Net v1 task: use convert_v1"
+        )
     num_channels = len(msd_json["modality"])
     images = [(p, "imagesTr") for p in _visible_files(source / "imagesTr", ".nii.gz")]
     images += [(p, "imagesTs") for p in _visible_files(source / "imagesTs", ".nii.gz")]
     dataset_id = task_id if dataset_id is None else dataset_id
     with _new_dataset_folder(dataset_id, name, output_root, overwrite, [source]) as (tmp, target):
         jobs = [(str(path), str(tmp / folder), num_channels) for path, folder in images]
-        map_in_processes(_split_4d_nifti, jobs, num_workers=num_workers, progress=progress, desc="split 4D images")
+        map_in_processes(
+            _split_4d_nifti, jobs, num_workers=num_workers, progress=progress, desc="split 4D images"
+        )
         _copy_files(_visible_files(source / "labelsTr", ".nii.gz"), tmp / "labelsTr")
         dataset_json = upgrade_v1_dataset_json(msd_json)
         num_training = dataset_json.get("numTraining", sum(folder == "imagesTr" for _, folder in images))
@@ -160,8 +192,10 @@ def _split_4d_nifti(job: tuple[str, str, int]) -> None:
     image = nib.load(str(path))
     volumes = image.shape[3] if len(image.shape) == 4 else 1
     if len(image.shape) not in (3, 4) or volumes != num_channels:
-        raise ValueError(f"{path}: shape {image.shape} holds {volumes} volume(s), "
-                         f"but dataset.json 'modality' lists {num_channels} channel(s)")
+        raise ValueError(
+            f"{path}: shape {image.shape} holds {volumes} volume(s), "
+            f"but dataset.json 'modality' lists {num_channels} channel(s)"
+        )
     if len(image.shape) == 3:
         shutil.copyfile(path, out_dir / f"{case}_0000.nii.gz")
         return
@@ -180,17 +214,26 @@ def _copy_files(files: Sequence[Path], out_dir: Path) -> None:
 
 
 def _write_v2_json(folder: Path, dataset_json: dict, num_training: int, file_ending: str) -> dict:
-    extra = {k: v for k, v in dataset_json.items()
-             if k not in _V1_ONLY_KEYS + ("channel_names", "labels", "numTraining", "file_ending")}
-    return write_dataset_json(folder, dataset_json["channel_names"], dataset_json["labels"], num_training,
-                              file_ending, **extra)
+    extra = {
+        k: v
+        for k, v in dataset_json.items()
+        if k not in _V1_ONLY_KEYS + ("channel_names", "labels", "numTraining", "file_ending")
+    }
+    return write_dataset_json(
+        folder, dataset_json["channel_names"], dataset_json["labels"], num_training, file_ending, **extra
+    )
 
 
 # --- (c) nnU-Net v1 task ----------------------------------------------------------------------------
 
 
-def convert_v1(source: str | os.PathLike, dataset_id: int | None = None, name: str | None = None,
-               output_root: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+def convert_v1(
+    source: str | os.PathLike,
+    dataset_id: int | None = None,
+    name: str | None = None,
+    output_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Convert an nnU-Net v1 ``TaskXXX_Name`` folder (images already split into ``_0000`` files) to v2.
 
     The image folders (``imagesTr``, ``labelsTr``, ``imagesTs``, ``labelsTs``, ``imagesVal``,
@@ -199,17 +242,28 @@ def convert_v1(source: str | os.PathLike, dataset_id: int | None = None, name: s
     """
     source = Path(source)
     _require_dirs(source, "imagesTr", "labelsTr")
-    task_id, task_name = _parse_task_folder(source) if (dataset_id is None or name is None) else (dataset_id, name)
+    task_id, task_name = (
+        _parse_task_folder(source) if (dataset_id is None or name is None) else (dataset_id, name)
+    )
     raw_json = load_json(source / "dataset.json") if (source / "dataset.json").is_file() else None
     dataset_json = upgrade_v1_dataset_json(raw_json) if isinstance(raw_json, dict) else {}
     if "channel_names" not in dataset_json or "labels" not in dataset_json:
-        raise ValueError(f"{source / 'dataset.json'}: missing or without 'modality'/'channel_names' and 'labels'")
+        raise ValueError(
+            f"{source / 'dataset.json'}: missing or without 'modality'/'channel_names' and 'labels'"
+        )
     ending = dataset_json["file_ending"]
-    if _visible_files(source / "imagesTr", ending) and not _is_already_split(source / "imagesTr", ending, raw_json):
-        raise ValueError(f"{source / 'imagesTr'}: images are not split into _0000 files; "
-                         "this looks like an MSD task: use convert_msd")
+    if _visible_files(source / "imagesTr", ending) and not _is_already_split(
+        source / "imagesTr", ending, raw_json
+    ):
+        raise ValueError(
+            f"{source / 'imagesTr'}: images are not split into _0000 files; "
+            "this looks like an MSD task: use convert_msd"
+        )
     dataset_id = task_id if dataset_id is None else dataset_id
-    with _new_dataset_folder(dataset_id, name or task_name, output_root, overwrite, [source]) as (tmp, target):
+    with _new_dataset_folder(dataset_id, name or task_name, output_root, overwrite, [source]) as (
+        tmp,
+        target,
+    ):
         for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "imagesVal", "labelsVal"):
             if (source / folder).is_dir():
                 _copy_files(_visible_files(source / folder), tmp / folder)
@@ -221,12 +275,24 @@ def convert_v1(source: str | os.PathLike, dataset_id: int | None = None, name: s
 # --- (b) a folder of images and a folder of labels ---------------------------------------------------
 
 
-def convert_folders(images_dir: str | os.PathLike | Sequence[str | os.PathLike], labels_dir: str | os.PathLike,
-                    name: str, dataset_id: int, channel_names: dict | Sequence[str] | None = None,
-                    labels: dict | Sequence[str] | None = None, *, output_root: str | os.PathLike | None = None,
-                    file_ending: str | None = None, image_suffix: str = "", label_suffix: str | None = None,
-                    value_map: dict | None = None, test_images_dir: str | os.PathLike | None = None,
-                    overwrite: bool = False, num_workers: int | None = None, progress: bool = True) -> Path:
+def convert_folders(
+    images_dir: str | os.PathLike | Sequence[str | os.PathLike],
+    labels_dir: str | os.PathLike,
+    name: str,
+    dataset_id: int,
+    channel_names: dict | Sequence[str] | None = None,
+    labels: dict | Sequence[str] | None = None,
+    *,
+    output_root: str | os.PathLike | None = None,
+    file_ending: str | None = None,
+    image_suffix: str = "",
+    label_suffix: str | None = None,
+    value_map: dict | None = None,
+    test_images_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Make a v2 dataset from images and label maps matched by file name (``input/a.png`` + ``ground_truth/a.png``).
 
     Args:
@@ -246,24 +312,44 @@ def convert_folders(images_dir: str | os.PathLike | Sequence[str | os.PathLike],
     Returns:
         The new dataset folder.
     """
-    channel_dirs = [Path(images_dir)] if isinstance(images_dir, (str, os.PathLike)) else [Path(d) for d in images_dir]
+    channel_dirs = (
+        [Path(images_dir)] if isinstance(images_dir, (str, os.PathLike)) else [Path(d) for d in images_dir]
+    )
     channel_files = [_files_by_case(d, image_suffix) for d in channel_dirs]
     cases = _match_channels(channel_dirs, channel_files)
     label_files, label_suffix = _match_labels(Path(labels_dir), cases, label_suffix)
     file_ending = file_ending or io.file_ending(channel_files[0][cases[0]])
     file_ending = file_ending if file_ending.startswith(".") else "." + file_ending
     if file_ending not in io.SUPPORTED_ENDINGS:
-        raise ValueError(f"file ending {file_ending!r} cannot be written (supported: {', '.join(io.SUPPORTED_ENDINGS)})")
+        raise ValueError(
+            f"file ending {file_ending!r} cannot be written (supported: {', '.join(io.SUPPORTED_ENDINGS)})"
+        )
     channels_per_dir = [io.read_image(files[cases[0]])[0].shape[0] for files in channel_files]
     channel_names = _channel_names_for(channel_names, channels_per_dir)
-    found = map_in_processes(_label_values, [str(label_files[c]) for c in cases], num_workers=num_workers,
-                             progress=progress, desc="read labels")
+    found = map_in_processes(
+        _label_values,
+        [str(label_files[c]) for c in cases],
+        num_workers=num_workers,
+        progress=progress,
+        desc="read labels",
+    )
     labels, value_map = _decide_labels(labels, value_map, dict(zip(cases, found)), label_files)
     sources = [*channel_dirs, Path(labels_dir)]
     with _new_dataset_folder(dataset_id, name, output_root, overwrite, sources) as (tmp, target):
-        jobs = [([str(files[case]) for files in channel_files], str(label_files[case]), case, str(tmp), file_ending,
-                 value_map) for case in cases]
-        map_in_processes(_convert_case, jobs, num_workers=num_workers, progress=progress, desc="convert cases")
+        jobs = [
+            (
+                [str(files[case]) for files in channel_files],
+                str(label_files[case]),
+                case,
+                str(tmp),
+                file_ending,
+                value_map,
+            )
+            for case in cases
+        ]
+        map_in_processes(
+            _convert_case, jobs, num_workers=num_workers, progress=progress, desc="convert cases"
+        )
         if test_images_dir is not None:
             _convert_test_images(test_images_dir, image_suffix, tmp, file_ending, num_workers, progress)
         note = f"converted by nnseg_nb from {', '.join(map(str, channel_dirs))} and {labels_dir}"
@@ -288,8 +374,10 @@ def _files_by_case(folder: Path, suffix: str, required: bool = True) -> dict[str
             raise ValueError(f"{path}: case {case!r} also has {files[case].name}; keep one file per case")
         files[case] = path
     if not files and required:
-        raise ValueError(f"{folder}: no image files{f' ending in {suffix!r}' if suffix else ''} "
-                         f"(readable endings: {', '.join(io.SUPPORTED_ENDINGS)})")
+        raise ValueError(
+            f"{folder}: no image files{f' ending in {suffix!r}' if suffix else ''} "
+            f"(readable endings: {', '.join(io.SUPPORTED_ENDINGS)})"
+        )
     return files
 
 
@@ -302,7 +390,9 @@ def _match_channels(channel_dirs: list[Path], channel_files: list[dict[str, Path
     return cases
 
 
-def _match_labels(labels_dir: Path, cases: list[str], label_suffix: str | None) -> tuple[dict[str, Path], str]:
+def _match_labels(
+    labels_dir: Path, cases: list[str], label_suffix: str | None
+) -> tuple[dict[str, Path], str]:
     suffixes = LABEL_SUFFIXES if label_suffix is None else (label_suffix,)
     candidates = {s: _files_by_case(labels_dir, s, required=False) for s in suffixes}
     best = max(suffixes, key=lambda s: sum(c in candidates[s] for c in cases))
@@ -310,8 +400,10 @@ def _match_labels(labels_dir: Path, cases: list[str], label_suffix: str | None) 
     missing = [c for c in cases if c not in matched]
     if missing:
         tried = ", ".join(repr(s) for s in suffixes)
-        raise ValueError(f"{labels_dir}: no label file for {len(missing)} image(s): {', '.join(missing[:10])} "
-                         f"(label names tried: <case><suffix><ending>, suffix one of {tried})")
+        raise ValueError(
+            f"{labels_dir}: no label file for {len(missing)} image(s): {', '.join(missing[:10])} "
+            f"(label names tried: <case><suffix><ending>, suffix one of {tried})"
+        )
     return {c: matched[c] for c in cases}, best
 
 
@@ -322,10 +414,15 @@ def _channel_names_for(channel_names: dict | Sequence[str] | None, channels_per_
         if len(channels_per_dir) == 1 and num_channels in (3, 4):
             return {str(i): n for i, n in enumerate("RGBA"[:num_channels])}
         return {str(i): "image" if num_channels == 1 else f"channel_{i}" for i in range(num_channels)}
-    names = ({str(k): v for k, v in channel_names.items()} if isinstance(channel_names, dict)
-             else {str(i): n for i, n in enumerate(channel_names)})
+    names = (
+        {str(k): v for k, v in channel_names.items()}
+        if isinstance(channel_names, dict)
+        else {str(i): n for i, n in enumerate(channel_names)}
+    )
     if len(names) != num_channels:
-        raise ValueError(f"channel_names has {len(names)} entries but the images hold {num_channels} channel(s)")
+        raise ValueError(
+            f"channel_names has {len(names)} entries but the images hold {num_channels} channel(s)"
+        )
     return names
 
 
@@ -334,15 +431,21 @@ def _label_values(path: str) -> list[int]:
     seg, _ = io.read_image(path)
     if seg.shape[0] > 1:
         if not all(np.array_equal(seg[0], seg[c]) for c in range(1, seg.shape[0])):
-            raise ValueError(f"{path}: a colour label map (channels differ); label maps need one channel of integers")
+            raise ValueError(
+                f"{path}: a colour label map (channels differ); label maps need one channel of integers"
+            )
         seg = seg[:1]
     if not np.all(np.isfinite(seg)) or not np.all(seg == np.round(seg)):
         raise ValueError(f"{path}: label maps must hold integers (found non-integer or NaN values)")
     return [int(v) for v in np.unique(seg)]
 
 
-def _decide_labels(labels: dict | Sequence[str] | None, value_map: dict | None, found: dict[str, list[int]],
-                   label_files: dict[str, Path]) -> tuple[dict, dict]:
+def _decide_labels(
+    labels: dict | Sequence[str] | None,
+    value_map: dict | None,
+    found: dict[str, list[int]],
+    label_files: dict[str, Path],
+) -> tuple[dict, dict]:
     """The ``labels`` of dataset.json and the value rewrite that makes the files match them."""
     value_map = {int(k): int(v) for k, v in (value_map or {}).items()}
     source_values = sorted({v for vs in found.values() for v in vs})
@@ -362,8 +465,10 @@ def _decide_labels(labels: dict | Sequence[str] | None, value_map: dict | None, 
     for case, vs in found.items():
         undeclared = sorted({value_map.get(v, v) for v in vs} - declared)
         if undeclared:
-            raise ValueError(f"{label_files[case]}: values {undeclared} are not in labels {labels}; "
-                             "map them with value_map (e.g. {255: 1})")
+            raise ValueError(
+                f"{label_files[case]}: values {undeclared} are not in labels {labels}; "
+                "map them with value_map (e.g. {255: 1})"
+            )
     return dict(labels), value_map
 
 
@@ -406,13 +511,20 @@ def _write_channels(image_files: list[Path], out_dir: Path, case: str, file_endi
             index += 1
 
 
-def _convert_test_images(test_images_dir, image_suffix: str, out: Path, file_ending: str,
-                         num_workers: int | None, progress: bool) -> None:
-    dirs = [Path(test_images_dir)] if isinstance(test_images_dir, (str, os.PathLike)) else [Path(d) for d in test_images_dir]
+def _convert_test_images(
+    test_images_dir, image_suffix: str, out: Path, file_ending: str, num_workers: int | None, progress: bool
+) -> None:
+    dirs = (
+        [Path(test_images_dir)]
+        if isinstance(test_images_dir, (str, os.PathLike))
+        else [Path(d) for d in test_images_dir]
+    )
     files = [_files_by_case(d, image_suffix) for d in dirs]
     cases = _match_channels(dirs, files)
     jobs = [([str(f[case]) for f in files], case, str(out / "imagesTs"), file_ending) for case in cases]
-    map_in_processes(_write_test_case, jobs, num_workers=num_workers, progress=progress, desc="convert test images")
+    map_in_processes(
+        _write_test_case, jobs, num_workers=num_workers, progress=progress, desc="convert test images"
+    )
 
 
 def _write_test_case(job: tuple) -> None:

@@ -55,7 +55,9 @@ def load_dataset_json(folder_or_file: str | os.PathLike) -> dict[str, Any]:
     dataset_json = upgrade_v1_dataset_json(dataset_json)
     missing = [key for key in REQUIRED_KEYS if key not in dataset_json]
     if missing:
-        raise ValueError(f"{path}: missing required keys {', '.join(missing)} (check it with `nnseg-nb verify`)")
+        raise ValueError(
+            f"{path}: missing required keys {', '.join(missing)} (check it with `nnseg-nb verify`)"
+        )
     problems = label_problems(dataset_json["labels"], dataset_json.get("regions_class_order"))
     if problems:
         raise ValueError("\n".join(f"{path}: {problem}" for problem in problems))
@@ -67,8 +69,10 @@ def is_v1_dataset_json(dataset_json: dict) -> bool:
     if "modality" in dataset_json and "channel_names" not in dataset_json:
         return True
     labels = dataset_json.get("labels", {})
-    return bool(labels) and all(str(k).lstrip("-").isdigit() for k in labels) and not all(
-        isinstance(v, (int, list)) for v in labels.values()
+    return (
+        bool(labels)
+        and all(str(k).lstrip("-").isdigit() for k in labels)
+        and not all(isinstance(v, (int, list)) for v in labels.values())
     )
 
 
@@ -86,7 +90,9 @@ def upgrade_v1_dataset_json(dataset_json: dict) -> dict:
         dataset_json["channel_names"] = dataset_json.pop("modality")
     labels = dataset_json.get("labels", {})
     if labels and all(str(k).lstrip("-").isdigit() for k in labels):
-        dataset_json["labels"] = {str(name): int(value) for value, name in sorted(labels.items(), key=lambda kv: int(kv[0]))}
+        dataset_json["labels"] = {
+            str(name): int(value) for value, name in sorted(labels.items(), key=lambda kv: int(kv[0]))
+        }
     if "file_ending" not in dataset_json:
         dataset_json["file_ending"] = _v1_file_ending(dataset_json)
     dataset_json.pop("tensorImageSize", None)
@@ -145,7 +151,7 @@ class LabelInfo:
     foreground_regions: list[tuple[int, ...]] = field(default_factory=list)
 
     @classmethod
-    def from_dataset_json(cls, dataset_json: dict) -> "LabelInfo":
+    def from_dataset_json(cls, dataset_json: dict) -> LabelInfo:
         labels = dataset_json["labels"]
         problems = label_problems(labels, dataset_json.get("regions_class_order"))
         if problems:
@@ -153,11 +159,23 @@ class LabelInfo:
         values = [v for k, v in labels.items() if k != "ignore"]
         all_labels = sorted({int(x) for v in values for x in (v if isinstance(v, (list, tuple)) else [v])})
         has_regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for v in values)
-        regions = [tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else [v])) for k, v in labels.items()
-                   if k not in ("background", "ignore")] if has_regions else []
-        return cls(labels=dict(labels), all_labels=all_labels, ignore_label=labels.get("ignore"),
-                   has_regions=has_regions, regions_class_order=dataset_json.get("regions_class_order"),
-                   foreground_regions=regions)
+        regions = (
+            [
+                tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+                for k, v in labels.items()
+                if k not in ("background", "ignore")
+            ]
+            if has_regions
+            else []
+        )
+        return cls(
+            labels=dict(labels),
+            all_labels=all_labels,
+            ignore_label=labels.get("ignore"),
+            has_regions=has_regions,
+            regions_class_order=dataset_json.get("regions_class_order"),
+            foreground_regions=regions,
+        )
 
     @property
     def foreground_labels(self) -> list[int]:
@@ -185,32 +203,56 @@ def label_problems(labels: dict, regions_class_order: list | None = None) -> lis
     for name, value in labels.items():
         values = value if isinstance(value, (list, tuple)) else [value]
         if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            problems.append(f"label {name!r} has value {value!r}; values must be non-negative integers (or lists of them for regions)")
+            problems.append(
+                f"label {name!r} has value {value!r}; values must be non-negative integers (or lists of them for regions)"
+            )
             continue
         if name != "ignore" and not isinstance(value, (list, tuple)):
             plain.setdefault(value, []).append(name)
     for value, names in sorted(plain.items()):
         if len(names) > 1:
             problems.append(f"labels {', '.join(map(repr, names))} share the value {value}")
-    values = sorted({v for k, v in labels.items() if k != "ignore"
-                     for v in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(v, int)})
+    values = sorted(
+        {
+            v
+            for k, v in labels.items()
+            if k != "ignore"
+            for v in (v if isinstance(v, (list, tuple)) else [v])
+            if isinstance(v, int)
+        }
+    )
     if values and values != list(range(values[-1] + 1)):
         missing = sorted(set(range(values[-1] + 1)) - set(values))
         problems.append(f"label values must be consecutive from 0; missing {missing}")
     if isinstance(labels.get("ignore"), (list, tuple)):
         problems.append(f"the ignore label must be one integer, not a region, found {labels['ignore']!r}")
-    if "ignore" in labels and isinstance(labels["ignore"], int) and values and labels["ignore"] != values[-1] + 1:
-        problems.append(f"the ignore label must be the largest value ({values[-1] + 1}), found {labels['ignore']}")
+    if (
+        "ignore" in labels
+        and isinstance(labels["ignore"], int)
+        and values
+        and labels["ignore"] != values[-1] + 1
+    ):
+        problems.append(
+            f"the ignore label must be the largest value ({values[-1] + 1}), found {labels['ignore']}"
+        )
     has_regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for k, v in labels.items() if k != "ignore")
     if has_regions and not regions_class_order:
         problems.append("region-based labels need 'regions_class_order'")
     elif has_regions and not isinstance(regions_class_order, (list, tuple)):
-        problems.append(f"'regions_class_order' must be a list of label values, found {regions_class_order!r}")
+        problems.append(
+            f"'regions_class_order' must be a list of label values, found {regions_class_order!r}"
+        )
     elif has_regions and not problems:
         # nnU-Net's regions: every entry but `ignore` and background-only ones (0 or [0]).
-        num_regions = sum(1 for k, v in labels.items() if k != "ignore" and set(v if isinstance(v, (list, tuple)) else [v]) != {0})
+        num_regions = sum(
+            1
+            for k, v in labels.items()
+            if k != "ignore" and set(v if isinstance(v, (list, tuple)) else [v]) != {0}
+        )
         if len(regions_class_order) != num_regions:
-            problems.append(f"'regions_class_order' has {len(regions_class_order)} entries but there are {num_regions} regions")
+            problems.append(
+                f"'regions_class_order' has {len(regions_class_order)} entries but there are {num_regions} regions"
+            )
     return problems
 
 
@@ -234,8 +276,12 @@ def find_image_cases(folder: str | os.PathLike, file_ending: str) -> dict[str, l
     return {case: sorted(files) for case, files in sorted(cases.items())}
 
 
-def find_cases(folder: str | os.PathLike, dataset_json: dict | None = None, images: str = "imagesTr",
-               labels: str = "labelsTr") -> dict[str, Case]:
+def find_cases(
+    folder: str | os.PathLike,
+    dataset_json: dict | None = None,
+    images: str = "imagesTr",
+    labels: str = "labelsTr",
+) -> dict[str, Case]:
     """Every training case of a raw dataset, sorted by identifier.
 
     Uses the explicit ``dataset`` file list of ``dataset.json`` when present (relative paths are taken

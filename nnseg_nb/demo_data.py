@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable, Sequence
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -39,11 +39,15 @@ from .utils import atomic_write_json, file_lock, load_json
 
 MARKER_FILE = ".nnseg_demo.json"
 MNI_ASSET = "mni_icbm152_2mm.npz"
-MNI_CREDIT = ("MNI ICBM152 2009a nonlinear symmetric template, Copyright (C) 1993-2009 Louis Collins, McConnell Brain "
-              "Imaging Centre, Montreal Neurological Institute, McGill University")
+MNI_CREDIT = (
+    "MNI ICBM152 2009a nonlinear symmetric template, Copyright (C) 1993-2009 Louis Collins, McConnell Brain "
+    "Imaging Centre, Montreal Neurological Institute, McGill University"
+)
 SYNTHETIC_LICENCE = "CC0 (synthetic data made by nnseg_nb)"
-MNI_REFERENCE = ("Fonov et al., NeuroImage 47 (2009) S102; Fonov et al., NeuroImage 54 (2011) 313-327; "
-                 "Collins et al., NeuroImage (1999)")
+MNI_REFERENCE = (
+    "Fonov et al., NeuroImage 47 (2009) S102; Fonov et al., NeuroImage 54 (2011) 313-327; "
+    "Collins et al., NeuroImage (1999)"
+)
 
 # A case is (channels: list of (Z, Y, X) arrays, seg: (Z, Y, X) uint8, props for io.write_*).
 CaseArrays = tuple[list[np.ndarray], np.ndarray, dict]
@@ -57,8 +61,9 @@ def case_rng(seed: int, dataset_id: int, case_index: int) -> np.random.Generator
     return np.random.default_rng([int(seed), int(dataset_id), int(case_index)])
 
 
-def smooth_field(rng: np.random.Generator, shape: Sequence[int], num_control: int | Sequence[int] = 4,
-                 std: float = 1.0) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape: Sequence[int], num_control: int | Sequence[int] = 4, std: float = 1.0
+) -> np.ndarray:
     """A random low-frequency field of ``shape``: normal values on a coarse grid, cubic-spline upsampled.
 
     Args:
@@ -73,7 +78,9 @@ def smooth_field(rng: np.random.Generator, shape: Sequence[int], num_control: in
     # The cubic spline is separable: upsampling one axis at a time (a small matrix each) gives what
     # ndimage.zoom(field, ..., order=3, mode="nearest") gives, a hundred times faster.
     for axis, (n, c) in enumerate(zip(shape, num_control)):
-        upsample = np.stack([ndimage.zoom(unit, n / c, order=3, mode="nearest") for unit in np.eye(c)], axis=1)
+        upsample = np.stack(
+            [ndimage.zoom(unit, n / c, order=3, mode="nearest") for unit in np.eye(c)], axis=1
+        )
         field = np.moveaxis(np.moveaxis(field, axis, -1) @ upsample.T, -1, axis)
     return np.ascontiguousarray(field)
 
@@ -89,9 +96,15 @@ def grid_props(spacing: Sequence[float], origin: Sequence[float]) -> dict:
     direction diag(-1, -1, 1) and origin (-x, -y, z).
     """
     z, y, x = (float(v) for v in origin)
-    return {"spacing": [float(s) for s in spacing],
-            "sitk": {"dimension": 3, "spacing": [float(s) for s in spacing[::-1]], "origin": [-x, -y, z],
-                     "direction": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]}}
+    return {
+        "spacing": [float(s) for s in spacing],
+        "sitk": {
+            "dimension": 3,
+            "spacing": [float(s) for s in spacing[::-1]],
+            "origin": [-x, -y, z],
+            "direction": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
+        },
+    }
 
 
 def rician(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> np.ndarray:
@@ -109,7 +122,9 @@ def _centred_axes(shape: Sequence[int], spacing: Sequence[float]) -> list[np.nda
     return axes
 
 
-def _ellipsoid(coords: Sequence[np.ndarray], centre: Sequence[float], semi_axes: Sequence[float]) -> np.ndarray:
+def _ellipsoid(
+    coords: Sequence[np.ndarray], centre: Sequence[float], semi_axes: Sequence[float]
+) -> np.ndarray:
     """Normalised radius ``sqrt(sum(((x - c) / a)^2))`` (< 1 inside) on open-grid coordinates."""
     return np.sqrt(sum(((x - c) / a) ** 2 for x, c, a in zip(coords, centre, semi_axes)))
 
@@ -135,10 +150,14 @@ def load_mni_asset() -> dict[str, np.ndarray]:
     return out
 
 
-def _random_brain_geometry(asset: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _random_brain_geometry(
+    asset: dict, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spacing, shape and origin of a grid around the brain, generous enough for any deformation."""
     in_plane = rng.uniform(2.2, 2.6)
-    spacing = np.array([in_plane * rng.uniform(0.95, 1.1), in_plane, in_plane])  # (Z, Y, X): slices a bit thicker
+    spacing = np.array(
+        [in_plane * rng.uniform(0.95, 1.1), in_plane, in_plane]
+    )  # (Z, Y, X): slices a bit thicker
     extent = np.array(asset["t1"].shape) * asset["spacing"]
     shape = np.ceil((extent * 1.15 + 20.0) / spacing).astype(int)
     centre = asset["origin"] + (np.array(asset["t1"].shape) - 1) / 2 * asset["spacing"]
@@ -146,8 +165,9 @@ def _random_brain_geometry(asset: dict, rng: np.random.Generator) -> tuple[np.nd
     return spacing, shape, origin
 
 
-def _brain_template_coordinates(asset: dict, rng: np.random.Generator, spacing: np.ndarray, shape: np.ndarray,
-                                origin: np.ndarray) -> np.ndarray:
+def _brain_template_coordinates(
+    asset: dict, rng: np.random.Generator, spacing: np.ndarray, shape: np.ndarray, origin: np.ndarray
+) -> np.ndarray:
     """For every voxel of the case, where to read the template (its voxel coordinates, shape (3, Z, Y, X)).
 
     The template is scaled (0.92-1.04 overall, times 0.96-1.04 per axis), rotated (up to 8 degrees about
@@ -159,8 +179,12 @@ def _brain_template_coordinates(asset: dict, rng: np.random.Generator, spacing: 
     rotation = Rotation.from_euler("zyx", rng.uniform(-8.0, 8.0, size=3), degrees=True).as_matrix()
     inverse = np.linalg.inv(rotation @ np.diag(scale))
     centre = asset["origin"] + (np.array(asset["t1"].shape) - 1) / 2 * asset["spacing"]
-    world = np.stack(np.meshgrid(*[origin[a] + np.arange(shape[a]) * spacing[a] for a in range(3)], indexing="ij"))
-    moved = np.einsum("ij,j...->i...", inverse, world - centre[:, None, None, None]) + centre[:, None, None, None]
+    world = np.stack(
+        np.meshgrid(*[origin[a] + np.arange(shape[a]) * spacing[a] for a in range(3)], indexing="ij")
+    )
+    moved = (
+        np.einsum("ij,j...->i...", inverse, world - centre[:, None, None, None]) + centre[:, None, None, None]
+    )
     warp = np.stack([smooth_field(rng, shape, 5, std=2.5) for _ in range(3)])  # mm
     return (moved + warp - asset["origin"][:, None, None, None]) / asset["spacing"][:, None, None, None]
 
@@ -169,7 +193,9 @@ def _brain_case(asset: dict, rng: np.random.Generator) -> CaseArrays:
     """One T1 image and its label map (0 background and CSF, 1 gray matter, 2 white matter)."""
     spacing, shape, origin = _random_brain_geometry(asset, rng)
     coordinates = _brain_template_coordinates(asset, rng, spacing, shape, origin)
-    t1, gm, wm = (ndimage.map_coordinates(asset[k], coordinates, order=1, cval=0.0) for k in ("t1", "gm", "wm"))
+    t1, gm, wm = (
+        ndimage.map_coordinates(asset[k], coordinates, order=1, cval=0.0) for k in ("t1", "gm", "wm")
+    )
     # the field of view: the brain plus 3-7 empty voxels on each side, so crop-to-nonzero has work to do
     brain = t1 > 0.05  # the template is skull-stripped: outside the brain the image is exactly 0
     found = np.argwhere(brain)
@@ -209,10 +235,13 @@ def _aniso_case(rng: np.random.Generator) -> CaseArrays:
     # the organ: an ellipsoid turned in-plane, its surface pushed in and out by a smooth field
     angle = rng.uniform(0, np.pi)
     u, v = y * np.cos(angle) - x * np.sin(angle), y * np.sin(angle) + x * np.cos(angle)
-    radius = _ellipsoid((z, u, v), rng.uniform(-0.08, 0.08, 3) * fov,
-                        [rng.uniform(0.22, 0.32) * fov[0], *(rng.uniform(0.2, 0.28, 2) * fov[1:])])
+    radius = _ellipsoid(
+        (z, u, v),
+        rng.uniform(-0.08, 0.08, 3) * fov,
+        [rng.uniform(0.22, 0.32) * fov[0], *(rng.uniform(0.2, 0.28, 2) * fov[1:])],
+    )
     organ = body & (radius < 1 + 0.15 * smooth_field(rng, fine_shape, (3, 4, 4)))
-    centres = np.argwhere((radius < 0.6)[sub // 2::sub])  # voxels (at slice centres) deep inside the organ
+    centres = np.argwhere((radius < 0.6)[sub // 2 :: sub])  # voxels (at slice centres) deep inside the organ
     lesion_centre = (centres[rng.integers(len(centres))] - (shape - 1) / 2) * spacing
     lesion = organ & (_ellipsoid((z, y, x), lesion_centre, [rng.uniform(3.5, 7.0)] * 3) < 1)
 
@@ -220,30 +249,43 @@ def _aniso_case(rng: np.random.Generator) -> CaseArrays:
     lesion_level = organ_level * (rng.uniform(0.45, 0.65) if rng.random() < 0.5 else rng.uniform(1.3, 1.5))
     texture = 1 + smooth_field(rng, fine_shape, (4, 12, 12), std=0.06)
     scene = np.where(lesion, lesion_level, np.where(organ, organ_level, np.where(body, 1.0, 0.0))) * texture
-    signal = scene.reshape(shape[0], sub, *shape[1:]).mean(axis=1) * np.exp(smooth_field(rng, shape, 3, std=0.1))
+    signal = scene.reshape(shape[0], sub, *shape[1:]).mean(axis=1) * np.exp(
+        smooth_field(rng, shape, 3, std=0.1)
+    )
     scale = rng.uniform(100.0, 2000.0)
     image = np.maximum(rician(rng, signal * scale, rng.uniform(0.02, 0.05) * scale), 1.0)  # no stray zeros
     if rng.random() < 0.5:  # e.g. a scanner that zeroes the air: the nonzero mask is the body
         image = np.where(body, image, 0.0)
-    seg = np.where(lesion, 2, np.where(organ, 1, 0)).astype(np.uint8)[sub // 2::sub]
+    seg = np.where(lesion, 2, np.where(organ, 1, 0)).astype(np.uint8)[sub // 2 :: sub]
     return [_to_int16(image)], seg, grid_props(spacing, rng.uniform(-20, 20, 3) - (shape - 1) / 2 * spacing)
 
 
 # --- Dataset903_MultiChannel: CT (HU) + T2 of an abdomen-like phantom ---------------------------------
 
 # (CT in HU, T2 relative signal) of each tissue; the organ is enhanced on CT, the cyst is fluid.
-_TISSUES = {"air": (-1000, 0.0), "fat": (-100, 0.75), "muscle": (45, 0.3), "bone": (800, 0.08),
-            "marrow": (280, 0.45), "organ": (90, 0.5), "cyst": (10, 1.0)}
+_TISSUES = {
+    "air": (-1000, 0.0),
+    "fat": (-100, 0.75),
+    "muscle": (45, 0.3),
+    "bone": (800, 0.08),
+    "marrow": (280, 0.45),
+    "organ": (90, 0.5),
+    "cyst": (10, 1.0),
+}
 
 
-def _multichannel_scene(rng: np.random.Generator, shape: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, dict]:
+def _multichannel_scene(
+    rng: np.random.Generator, shape: np.ndarray, spacing: np.ndarray
+) -> tuple[np.ndarray, dict]:
     """Tissue index map (indices into ``_TISSUES``) and the organ and cyst masks."""
     z, y, x = _centred_axes(shape, spacing)
     fov = shape * spacing
     body_axes = rng.uniform([0.36, 0.40], [0.44, 0.47]) * fov[1:]
     body = _ellipsoid((y, x), (0, 0), body_axes)
     inner = _ellipsoid((y, x), (0, 0), body_axes - rng.uniform(3.0, 6.0))  # inside the subcutaneous fat
-    spine = np.hypot(y + 0.5 * body_axes[0], x - rng.uniform(-3, 3))  # distance from the spine's axis (posterior)
+    spine = np.hypot(
+        y + 0.5 * body_axes[0], x - rng.uniform(-3, 3)
+    )  # distance from the spine's axis (posterior)
     spine_radius = rng.uniform(0.15, 0.22) * body_axes[0]
     organ_centre = rng.uniform([-0.15, -0.3, 0.15], [0.15, 0.1, 0.4]) * [fov[0], *body_axes]
     organ_centre[2] *= rng.choice([-1, 1])  # left or right
@@ -285,7 +327,9 @@ def _multichannel_case(rng: np.random.Generator) -> CaseArrays:
     ct = (ct + rng.normal(0, rng.uniform(8.0, 20.0), shape)).clip(-1024, 3071)
     t2 = ndimage.gaussian_filter(t2_values[tissue] * (1 + smooth_field(rng, shape, 6, std=0.05)), blur)
     scale = rng.uniform(300.0, 1500.0)
-    t2 = rician(rng, t2 * np.exp(smooth_field(rng, shape, 3, std=0.15)) * scale, rng.uniform(0.02, 0.04) * scale)
+    t2 = rician(
+        rng, t2 * np.exp(smooth_field(rng, shape, 3, std=0.15)) * scale, rng.uniform(0.02, 0.04) * scale
+    )
     seg = np.where(masks["cyst"], 2, np.where(masks["organ"], 1, 0)).astype(np.uint8)
     origin = rng.uniform(-30, 30, 3) - (shape - 1) / 2 * spacing
     return [_to_int16(ct), _to_int16(t2)], seg, grid_props(spacing, origin)
@@ -294,16 +338,22 @@ def _multichannel_case(rng: np.random.Generator) -> CaseArrays:
 # --- Dataset904_Shapes2D: textured ellipses and triangles ------------------------------------------
 
 
-def _shape_mask(rng: np.random.Generator, kind: int, centre: np.ndarray, size: float, y: np.ndarray,
-                x: np.ndarray) -> np.ndarray:
+def _shape_mask(
+    rng: np.random.Generator, kind: int, centre: np.ndarray, size: float, y: np.ndarray, x: np.ndarray
+) -> np.ndarray:
     """An ellipse (kind 1) or a triangle (kind 2) of about ``size`` pixels radius, randomly turned."""
     angle = rng.uniform(0, 2 * np.pi)
     if kind == 1:
         u = (y - centre[0]) * np.cos(angle) + (x - centre[1]) * np.sin(angle)
         v = -(y - centre[0]) * np.sin(angle) + (x - centre[1]) * np.cos(angle)
         return (u / size) ** 2 + (v / (size * rng.uniform(0.5, 1.0))) ** 2 < 1
-    corners = centre + size * np.stack([np.sin(angle + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3)),
-                                        np.cos(angle + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3))], 1)
+    corners = centre + size * np.stack(
+        [
+            np.sin(angle + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3)),
+            np.cos(angle + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3)),
+        ],
+        1,
+    )
     inside = np.ones(y.shape, bool)
     for a, b in zip(corners, np.roll(corners, -1, axis=0)):  # on the centre's side of every edge
         inside &= np.sign(_side_of_line(a, b, y, x)) == np.sign(_side_of_line(a, b, *centre))
@@ -337,22 +387,39 @@ def _shapes_case(rng: np.random.Generator, size: int = 128) -> CaseArrays:
         image[mask] = (rng.uniform(120, 200) + rng.uniform(5, 25) * stripes)[mask]
         seg[mask] = kind
     image = ndimage.gaussian_filter(image, 0.8) + rng.normal(0, rng.uniform(4.0, 12.0), (size, size))
-    return [np.rint(image.clip(0, 255)).astype(np.uint8)[None]], seg[None], {"spacing": [io.FAKE_2D_SPACING, 1.0, 1.0]}
+    return (
+        [np.rint(image.clip(0, 255)).astype(np.uint8)[None]],
+        seg[None],
+        {"spacing": [io.FAKE_2D_SPACING, 1.0, 1.0]},
+    )
 
 
 # --- writing a dataset -----------------------------------------------------------------------------
 
 
-def _build(folder: str | os.PathLike, name: str, prefix: str, make_case: Callable[[np.random.Generator], CaseArrays],
-           channel_names: dict, labels: dict, file_ending: str, seed: int, num_train: int, num_test: int,
-           progress: bool, **dataset_json_extra) -> Path:
+def _build(
+    folder: str | os.PathLike,
+    name: str,
+    prefix: str,
+    make_case: Callable[[np.random.Generator], CaseArrays],
+    channel_names: dict,
+    labels: dict,
+    file_ending: str,
+    seed: int,
+    num_train: int,
+    num_test: int,
+    progress: bool,
+    **dataset_json_extra,
+) -> Path:
     """Write cases ``{prefix}_000 ...`` into imagesTr/labelsTr, the next ``num_test`` into imagesTs/labelsTs,
     then ``dataset.json``."""
     from tqdm.auto import tqdm
 
     folder = Path(folder)
     dataset_id, short_name = parse_dataset_folder_name(name)
-    for index in tqdm(range(num_train + num_test), desc=name, disable=None if progress else True, leave=False):
+    for index in tqdm(
+        range(num_train + num_test), desc=name, disable=None if progress else True, leave=False
+    ):
         images_dir, labels_dir = ("imagesTr", "labelsTr") if index < num_train else ("imagesTs", "labelsTs")
         channels, seg, props = make_case(case_rng(seed, dataset_id, index))
         case = f"{prefix}_{index:03d}"
@@ -360,75 +427,138 @@ def _build(folder: str | os.PathLike, name: str, prefix: str, make_case: Callabl
             io.write_image(image, folder / images_dir / f"{case}_{channel:04d}{file_ending}", props)
         io.write_seg(seg, folder / labels_dir / f"{case}{file_ending}", props)
     release = f"nnseg_nb demo data v{DEMO_DATASETS[name]['version']}, seed {seed}"
-    write_dataset_json(folder, channel_names, labels, num_train, file_ending, name=short_name, numTest=num_test,
-                       **dataset_json_extra, release=release)
+    write_dataset_json(
+        folder,
+        channel_names,
+        labels,
+        num_train,
+        file_ending,
+        name=short_name,
+        numTest=num_test,
+        **dataset_json_extra,
+        release=release,
+    )
     return folder
 
 
-def build_brain_tissue(folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4,
-                       progress: bool = False) -> Path:
+def build_brain_tissue(
+    folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4, progress: bool = False
+) -> Path:
     """Write ``Dataset901_BrainTissue`` (brain T1 MRI; gray / white matter) into ``folder``."""
     folder = _build(
-        folder, "Dataset901_BrainTissue", "brain", partial(_brain_case, load_mni_asset()), {"0": "T1"},
-        {"background": 0, "gray_matter": 1, "white_matter": 2}, ".nii.gz", seed, num_train, num_test, progress,
+        folder,
+        "Dataset901_BrainTissue",
+        "brain",
+        partial(_brain_case, load_mni_asset()),
+        {"0": "T1"},
+        {"background": 0, "gray_matter": 1, "white_matter": 2},
+        ".nii.gz",
+        seed,
+        num_train,
+        num_test,
+        progress,
         description="Brain tissue segmentation on T1 MRI (skull-stripped, 2.1-2.9 mm): random smooth deformations, "
-                    "bias fields, contrast changes and Rician noise applied to the MNI ICBM152 2009a template; labels "
-                    "are the most probable tissue of the deformed probability maps. Built by nnseg_nb.demo_data.",
+        "bias fields, contrast changes and Rician noise applied to the MNI ICBM152 2009a template; labels "
+        "are the most probable tissue of the deformed probability maps. Built by nnseg_nb.demo_data.",
         reference=MNI_REFERENCE,
         licence=f"{MNI_CREDIT}. Permission to use, copy, modify, and distribute is granted provided the copyright "
-                "notice appears in all copies (full notice: nnseg_nb/demo_assets/NOTICE.md and NOTICE.md here).")
-    (folder / "NOTICE.md").write_bytes(resources.files(__package__).joinpath("demo_assets", "NOTICE.md").read_bytes())
+        "notice appears in all copies (full notice: nnseg_nb/demo_assets/NOTICE.md and NOTICE.md here).",
+    )
+    (folder / "NOTICE.md").write_bytes(
+        resources.files(__package__).joinpath("demo_assets", "NOTICE.md").read_bytes()
+    )
     return folder
 
 
-def build_aniso_synth(folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4,
-                      progress: bool = False) -> Path:
+def build_aniso_synth(
+    folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4, progress: bool = False
+) -> Path:
     """Write ``Dataset902_AnisoSynth`` (synthetic thick-slice MRI; organ and lesion) into ``folder``."""
     return _build(
-        folder, "Dataset902_AnisoSynth", "aniso", _aniso_case, {"0": "MRI"}, {"background": 0, "organ": 1, "lesion": 2},
-        ".nii.gz", seed, num_train, num_test, progress,
+        folder,
+        "Dataset902_AnisoSynth",
+        "aniso",
+        _aniso_case,
+        {"0": "MRI"},
+        {"background": 0, "organ": 1, "lesion": 2},
+        ".nii.gz",
+        seed,
+        num_train,
+        num_test,
+        progress,
         description="Synthetic anisotropic MRI: 16-24 slices of 4-5 mm, 0.8-1.0 mm in-plane; a large irregular organ "
-                    "with a small lesion inside. Half of the cases are zero outside the body. Built by nnseg_nb.demo_data.",
-        licence=SYNTHETIC_LICENCE)
+        "with a small lesion inside. Half of the cases are zero outside the body. Built by nnseg_nb.demo_data.",
+        licence=SYNTHETIC_LICENCE,
+    )
 
 
-def build_multi_channel(folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4,
-                        progress: bool = False) -> Path:
+def build_multi_channel(
+    folder: str | os.PathLike, seed: int = 0, num_train: int = 12, num_test: int = 4, progress: bool = False
+) -> Path:
     """Write ``Dataset903_MultiChannel`` (synthetic CT + T2; organ and cyst) into ``folder``."""
     return _build(
-        folder, "Dataset903_MultiChannel", "multi", _multichannel_case, {"0": "CT", "1": "T2"},
-        {"background": 0, "organ": 1, "cyst": 2}, ".nii.gz", seed, num_train, num_test, progress,
+        folder,
+        "Dataset903_MultiChannel",
+        "multi",
+        _multichannel_case,
+        {"0": "CT", "1": "T2"},
+        {"background": 0, "organ": 1, "cyst": 2},
+        ".nii.gz",
+        seed,
+        num_train,
+        num_test,
+        progress,
         description="Synthetic abdomen-like phantom seen by CT (HU: air -1000, fat -100, bone ~800) and T2 MRI, "
-                    "0.95-1.6 mm, 48-64 voxels per axis; an organ (enhanced on CT) with a fluid cyst (bright on T2). "
-                    "Built by nnseg_nb.demo_data.",
-        licence=SYNTHETIC_LICENCE)
+        "0.95-1.6 mm, 48-64 voxels per axis; an organ (enhanced on CT) with a fluid cyst (bright on T2). "
+        "Built by nnseg_nb.demo_data.",
+        licence=SYNTHETIC_LICENCE,
+    )
 
 
-def build_shapes_2d(folder: str | os.PathLike, seed: int = 0, num_train: int = 20, num_test: int = 6,
-                    progress: bool = False) -> Path:
+def build_shapes_2d(
+    folder: str | os.PathLike, seed: int = 0, num_train: int = 20, num_test: int = 6, progress: bool = False
+) -> Path:
     """Write ``Dataset904_Shapes2D`` (128 x 128 grayscale PNGs; ellipses and triangles) into ``folder``."""
     return _build(
-        folder, "Dataset904_Shapes2D", "shapes", _shapes_case, {"0": "gray"},
-        {"background": 0, "ellipse": 1, "triangle": 2}, ".png", seed, num_train, num_test, progress,
+        folder,
+        "Dataset904_Shapes2D",
+        "shapes",
+        _shapes_case,
+        {"0": "gray"},
+        {"background": 0, "ellipse": 1, "triangle": 2},
+        ".png",
+        seed,
+        num_train,
+        num_test,
+        progress,
         description="Synthetic 2D images, 128 x 128 grayscale PNG: textured ellipses and triangles of the same "
-                    "intensities on a smooth background with noise. Built by nnseg_nb.demo_data.",
-        licence=SYNTHETIC_LICENCE)
+        "intensities on a smooth background with noise. Built by nnseg_nb.demo_data.",
+        licence=SYNTHETIC_LICENCE,
+    )
 
 
 # name -> what it is and how to build it; `version` changes whenever a builder's output changes.
 DEMO_DATASETS: dict[str, dict] = {
     "Dataset901_BrainTissue": {
         "description": "real brain MRI (T1) from the MNI ICBM152 template, gray and white matter; 12 train + 4 test",
-        "builder": build_brain_tissue, "version": 1},
+        "builder": build_brain_tissue,
+        "version": 1,
+    },
     "Dataset902_AnisoSynth": {
         "description": "synthetic MRI with 4-5 mm slices, an organ and a small lesion; 12 train + 4 test",
-        "builder": build_aniso_synth, "version": 1},
+        "builder": build_aniso_synth,
+        "version": 1,
+    },
     "Dataset903_MultiChannel": {
         "description": "synthetic CT (HU) + T2 of a phantom, an organ and a cyst; 12 train + 4 test",
-        "builder": build_multi_channel, "version": 1},
+        "builder": build_multi_channel,
+        "version": 1,
+    },
     "Dataset904_Shapes2D": {
         "description": "synthetic 2D PNGs, textured ellipses and triangles; 20 train + 6 test",
-        "builder": build_shapes_2d, "version": 1},
+        "builder": build_shapes_2d,
+        "version": 1,
+    },
 }
 
 
@@ -446,25 +576,35 @@ def select_demo_datasets(only: Sequence[str | int] | None = None) -> list[str]:
     selected, unknown = set(), []
     for query in only:
         query = str(query).strip()
-        matches = [name for name in DEMO_DATASETS if query.lower() in
-                   (name.lower(), parse_dataset_folder_name(name)[1].lower())
-                   or (query.isdigit() and int(query) == parse_dataset_folder_name(name)[0])]
+        matches = [
+            name
+            for name in DEMO_DATASETS
+            if query.lower() in (name.lower(), parse_dataset_folder_name(name)[1].lower())
+            or (query.isdigit() and int(query) == parse_dataset_folder_name(name)[0])
+        ]
         selected.update(matches) if matches else unknown.append(query)
     if unknown:
-        raise ValueError(f"no demo dataset {', '.join(map(repr, unknown))}; there are {', '.join(DEMO_DATASETS)}")
+        raise ValueError(
+            f"no demo dataset {', '.join(map(repr, unknown))}; there are {', '.join(DEMO_DATASETS)}"
+        )
     return [name for name in DEMO_DATASETS if name in selected]
 
 
 def _build_record(name: str, seed: int, num_train: int | None, num_test: int | None) -> dict:
     """What the marker of a build of ``name`` says (without its file list); case counts default to the builder's."""
     defaults = inspect.signature(DEMO_DATASETS[name]["builder"]).parameters
-    return {"dataset": name, "version": DEMO_DATASETS[name]["version"], "seed": int(seed),
-            "num_train": defaults["num_train"].default if num_train is None else int(num_train),
-            "num_test": defaults["num_test"].default if num_test is None else int(num_test)}
+    return {
+        "dataset": name,
+        "version": DEMO_DATASETS[name]["version"],
+        "seed": int(seed),
+        "num_train": defaults["num_train"].default if num_train is None else int(num_train),
+        "num_test": defaults["num_test"].default if num_test is None else int(num_test),
+    }
 
 
-def demo_build_status(folder: str | os.PathLike, seed: int = 0, num_train: int | None = None,
-                      num_test: int | None = None) -> str:
+def demo_build_status(
+    folder: str | os.PathLike, seed: int = 0, num_train: int | None = None, num_test: int | None = None
+) -> str:
     """``"current"`` (complete build, same seed, version and counts), ``"stale"`` (another demo build),
     ``"foreign"`` (a folder that is not a demo build) or ``"missing"``."""
     folder = Path(folder)
@@ -483,9 +623,15 @@ def demo_build_status(folder: str | os.PathLike, seed: int = 0, num_train: int |
     return "current" if recorded == expected and complete else "stale"
 
 
-def build_demo_datasets(raw_root: str | os.PathLike | None = None, seed: int = 0,
-                        only: Sequence[str | int] | None = None, overwrite: bool = False, progress: bool = True,
-                        num_train: int | None = None, num_test: int | None = None) -> dict[str, Path]:
+def build_demo_datasets(
+    raw_root: str | os.PathLike | None = None,
+    seed: int = 0,
+    only: Sequence[str | int] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    num_train: int | None = None,
+    num_test: int | None = None,
+) -> dict[str, Path]:
     """Build the demo datasets into ``raw_root``; a complete build from the same seed and version is kept.
 
     Args:
@@ -507,8 +653,10 @@ def build_demo_datasets(raw_root: str | os.PathLike | None = None, seed: int = 0
     {'Dataset904_Shapes2D': PosixPath('raw/Dataset904_Shapes2D')}
     """
     if int(seed) < 0 or any(n is not None and int(n) < 0 for n in (num_train, num_test)):
-        raise ValueError(f"seed and case counts must be non-negative, got seed={seed}, num_train={num_train}, "
-                         f"num_test={num_test}")
+        raise ValueError(
+            f"seed and case counts must be non-negative, got seed={seed}, num_train={num_train}, "
+            f"num_test={num_test}"
+        )
     root = Path(raw_root) if raw_root is not None else paths.raw_root()
     folders = {}
     for name in select_demo_datasets(only):
@@ -516,8 +664,10 @@ def build_demo_datasets(raw_root: str | os.PathLike | None = None, seed: int = 0
         with file_lock(root / f".{name}.lock"):  # a concurrent build of the same dataset waits, then finds it
             status = demo_build_status(target, seed, num_train, num_test)
             if status == "foreign" and not overwrite:
-                raise FileExistsError(f"{target}: exists and is not an nnseg_nb demo build; pass overwrite=True "
-                                      "(--overwrite) to replace it")
+                raise FileExistsError(
+                    f"{target}: exists and is not an nnseg_nb demo build; pass overwrite=True "
+                    "(--overwrite) to replace it"
+                )
             if status != "current" or overwrite:
                 _build_into_place(name, root, _build_record(name, seed, num_train, num_test), progress)
         folders[name] = target
@@ -530,7 +680,12 @@ def _build_into_place(name: str, root: Path, record: dict, progress: bool) -> No
 
     dataset_id, short_name = parse_dataset_folder_name(name)
     with _new_dataset_folder(dataset_id, short_name, root, overwrite=True, sources=()) as (tmp, _):
-        DEMO_DATASETS[name]["builder"](tmp, seed=record["seed"], num_train=record["num_train"],
-                                       num_test=record["num_test"], progress=progress)
+        DEMO_DATASETS[name]["builder"](
+            tmp,
+            seed=record["seed"],
+            num_train=record["num_train"],
+            num_test=record["num_test"],
+            progress=progress,
+        )
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         atomic_write_json(tmp / MARKER_FILE, {**record, "files": files})

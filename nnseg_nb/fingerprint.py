@@ -17,9 +17,9 @@ quirk of nnU-Net that we keep so the numbers stay the same.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -39,8 +39,12 @@ SAMPLING_SEED = 1234
 PERCENTILES = (0.5, 50.0, 99.5)
 # nnU-Net's default number of fingerprint processes (-np / -npfp).
 DEFAULT_NUM_WORKERS = 8
-FINGERPRINT_KEYS = ("foreground_intensity_properties_per_channel", "median_relative_size_after_cropping",
-                    "shapes_after_crop", "spacings")
+FINGERPRINT_KEYS = (
+    "foreground_intensity_properties_per_channel",
+    "median_relative_size_after_cropping",
+    "shapes_after_crop",
+    "spacings",
+)
 
 
 @dataclass
@@ -51,10 +55,10 @@ class CaseFingerprint:
     draws from them (``drawn=True``), whichever is smaller; a worker sends back the smaller array.
     """
 
-    spacing: list[float]               # (Z, Y, X), as the reader returns it
-    shape_after_crop: list[int]        # (Z, Y, X) of the nonzero box
+    spacing: list[float]  # (Z, Y, X), as the reader returns it
+    shape_after_crop: list[int]  # (Z, Y, X) of the nonzero box
     relative_size_after_cropping: float
-    foreground: np.ndarray             # (C, N) float32; N = 0 without foreground
+    foreground: np.ndarray  # (C, N) float32; N = 0 without foreground
     drawn: bool = False
 
 
@@ -100,14 +104,17 @@ def draw_foreground_samples(values: np.ndarray, num_samples: int, seed: int = SA
     """
     rng = np.random.RandomState(seed)
     samples = np.empty((values.shape[0], num_samples), dtype=values.dtype)
-    index_dtype = np.int32 if values.shape[1] <= np.iinfo(np.int32).max else np.int64  # int32: half the memory
+    index_dtype = (
+        np.int32 if values.shape[1] <= np.iinfo(np.int32).max else np.int64
+    )  # int32: half the memory
     for channel, channel_values in enumerate(values):
         samples[channel] = channel_values[rng.randint(0, channel_values.size, num_samples, dtype=index_dtype)]
     return samples
 
 
-def analyze_case(image_files: Sequence[str | os.PathLike], label_file: str | os.PathLike,
-                 num_samples: int) -> CaseFingerprint:
+def analyze_case(
+    image_files: Sequence[str | os.PathLike], label_file: str | os.PathLike, num_samples: int
+) -> CaseFingerprint:
     """Read one case, crop it to the nonzero box and measure it (see the module docstring)."""
     data, props = io.read_case(image_files)
     seg, _ = io.read_seg(label_file)
@@ -145,11 +152,20 @@ def intensity_statistics(values: np.ndarray) -> dict[str, float]:
     lowest, highest = float(np.min(values)), float(np.max(values))
     # Last, because it reorders `values`: mean and std sum in memory order, which must stay nnU-Net's.
     percentile_00_5, median, percentile_99_5 = np.percentile(values, PERCENTILES, overwrite_input=True)
-    return {"max": highest, "mean": mean, "median": float(median), "min": lowest,
-            "percentile_00_5": float(percentile_00_5), "percentile_99_5": float(percentile_99_5), "std": std}
+    return {
+        "max": highest,
+        "mean": mean,
+        "median": float(median),
+        "min": lowest,
+        "percentile_00_5": float(percentile_00_5),
+        "percentile_99_5": float(percentile_99_5),
+        "std": std,
+    }
 
 
-def pooled_intensity_statistics(cases: list[CaseFingerprint], num_samples: int) -> dict[str, dict[str, float]]:
+def pooled_intensity_statistics(
+    cases: list[CaseFingerprint], num_samples: int
+) -> dict[str, dict[str, float]]:
     """Per channel, concatenate every case's draws in case order and take :func:`intensity_statistics`.
 
     Cases whose worker sent all their foreground values get their draws here (the same draws: each
@@ -162,7 +178,9 @@ def pooled_intensity_statistics(cases: list[CaseFingerprint], num_samples: int) 
     draws = []  # (C, num_samples) per case with foreground, in case order
     for case in cases:
         if case.foreground.shape[1] > 0:
-            draws.append(case.foreground if case.drawn else draw_foreground_samples(case.foreground, num_samples))
+            draws.append(
+                case.foreground if case.drawn else draw_foreground_samples(case.foreground, num_samples)
+            )
         case.foreground = case.foreground[:, :0]
     # nnU-Net keeps a plain [] for a case without foreground, and concatenating it makes the pool
     # float64: the mean and std are then summed in float64, so ours are too.
@@ -183,8 +201,12 @@ def _analyze_case_job(job: tuple) -> CaseFingerprint:
     return analyze_case(*job)
 
 
-def extract_fingerprint(dataset_folder: str | os.PathLike, num_workers: int | None = None, progress: bool = True,
-                        num_foreground_samples: int | None = None) -> dict:
+def extract_fingerprint(
+    dataset_folder: str | os.PathLike,
+    num_workers: int | None = None,
+    progress: bool = True,
+    num_foreground_samples: int | None = None,
+) -> dict:
     """Compute the fingerprint of a raw dataset (reads every training case; writes nothing).
 
     Args:
@@ -212,7 +234,9 @@ def extract_fingerprint(dataset_folder: str | os.PathLike, num_workers: int | No
     results = map_in_processes(_analyze_case_job, jobs, num_workers, progress, desc="fingerprint")
     return {
         "foreground_intensity_properties_per_channel": pooled_intensity_statistics(results, num_samples),
-        "median_relative_size_after_cropping": float(np.median([c.relative_size_after_cropping for c in results])),
+        "median_relative_size_after_cropping": float(
+            np.median([c.relative_size_after_cropping for c in results])
+        ),
         "shapes_after_crop": [c.shape_after_crop for c in results],
         "spacings": [c.spacing for c in results],
     }
@@ -221,16 +245,22 @@ def extract_fingerprint(dataset_folder: str | os.PathLike, num_workers: int | No
 def _check_cases(folder: Path, dataset_json: dict, cases: list) -> None:
     """Every case has a label file and one image per channel of ``dataset.json``."""
     if not cases:
-        raise FileNotFoundError(f"{folder}: no training cases (images named <case>_0000{dataset_json['file_ending']})")
+        raise FileNotFoundError(
+            f"{folder}: no training cases (images named <case>_0000{dataset_json['file_ending']})"
+        )
     missing = [case.identifier for case in cases if case.label is None]
     if missing:
-        raise FileNotFoundError(f"{folder}: no label file for {len(missing)} case(s): {', '.join(missing[:5])}"
-                                + (" ..." if len(missing) > 5 else ""))
+        raise FileNotFoundError(
+            f"{folder}: no label file for {len(missing)} case(s): {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "")
+        )
     num_channels = len(dataset_json["channel_names"])
     wrong = [case.identifier for case in cases if len(case.images) != num_channels]
     if wrong:
-        raise ValueError(f"{folder}: dataset.json names {num_channels} channel(s) but case(s) "
-                         f"{', '.join(wrong[:5])} have another number of image files")
+        raise ValueError(
+            f"{folder}: dataset.json names {num_channels} channel(s) but case(s) "
+            f"{', '.join(wrong[:5])} have another number of image files"
+        )
 
 
 # --- on disk ---------------------------------------------------------------------------------------
@@ -264,8 +294,13 @@ def load_fingerprint(path: str | os.PathLike) -> dict:
     return fingerprint
 
 
-def ensure_fingerprint(dataset: str | int | os.PathLike, overwrite: bool = False, output: str | os.PathLike | None = None,
-                       num_workers: int | None = None, progress: bool = True) -> dict:
+def ensure_fingerprint(
+    dataset: str | int | os.PathLike,
+    overwrite: bool = False,
+    output: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> dict:
     """The dataset's fingerprint: read from ``output`` if it is there, else computed and written there.
 
     As nnU-Net, an existing file is reused unless ``overwrite`` (its ``--clean``).
@@ -279,8 +314,10 @@ def ensure_fingerprint(dataset: str | int | os.PathLike, overwrite: bool = False
         try:
             parse_dataset_folder_name(folder.name)
         except ValueError:
-            raise ValueError(f"{folder} is not named DatasetXXX_Name, so it has no default fingerprint "
-                             "location; pass output=") from None
+            raise ValueError(
+                f"{folder} is not named DatasetXXX_Name, so it has no default fingerprint "
+                "location; pass output="
+            ) from None
     path = Path(output) if output is not None else fingerprint_path(folder.name)
     if path.is_file() and not overwrite:
         return load_fingerprint(path)
@@ -301,17 +338,24 @@ def summarize_fingerprint(fingerprint: dict) -> dict:
     >>> summarize_fingerprint(fp)["spacing"]
     {'median': [4.0, 1.0, 1.0], 'min': [3.0, 1.0, 1.0], 'max': [5.0, 1.0, 1.0]}
     """
+
     def per_axis(rows: list) -> dict[str, list[float]]:
         array = np.asarray(rows, dtype=float)
-        return {"median": np.median(array, 0).tolist(), "min": array.min(0).tolist(), "max": array.max(0).tolist()}
+        return {
+            "median": np.median(array, 0).tolist(),
+            "min": array.min(0).tolist(),
+            "max": array.max(0).tolist(),
+        }
 
     return {
         "num_cases": len(fingerprint["spacings"]),
         "spacing": per_axis(fingerprint["spacings"]),
         "shape_after_crop": per_axis(fingerprint["shapes_after_crop"]),
         "median_relative_size_after_cropping": float(fingerprint["median_relative_size_after_cropping"]),
-        "intensity_per_channel": {channel: dict(stats) for channel, stats in
-                                  fingerprint["foreground_intensity_properties_per_channel"].items()},
+        "intensity_per_channel": {
+            channel: dict(stats)
+            for channel, stats in fingerprint["foreground_intensity_properties_per_channel"].items()
+        },
     }
 
 
@@ -325,7 +369,9 @@ def summary_lines(fingerprint: dict) -> list[str]:
     spacing, shape = summary["spacing"], summary["shape_after_crop"]
     channels = "; ".join(
         f"channel {c}: mean {s['mean']:.4g}, std {s['std']:.4g}, 0.5-99.5% [{s['percentile_00_5']:.4g}, "
-        f"{s['percentile_99_5']:.4g}]" for c, s in summary["intensity_per_channel"].items())
+        f"{s['percentile_99_5']:.4g}]"
+        for c, s in summary["intensity_per_channel"].items()
+    )
     return [
         f"{summary['num_cases']} cases, spacing (Z, Y, X) median {axes(spacing['median'])} "
         f"(min {axes(spacing['min'])}, max {axes(spacing['max'])})",

@@ -26,23 +26,36 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 NATURAL_2D_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 # What nnseg_nb reads (used to check a dataset's `file_ending`).
-SUPPORTED_ENDINGS = NIFTI_ENDINGS + NATURAL_2D_ENDINGS + (".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
+SUPPORTED_ENDINGS = (
+    NIFTI_ENDINGS + NATURAL_2D_ENDINGS + (".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
+)
 # What nnU-Net v2's own readers accept (their `supported_file_endings`): a dataset in another format works
 # here but not in nnU-Net (.jpg is left out there on purpose: lossy compression breaks label maps).
 NNUNET_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".png", ".bmp", ".tif", ".tiff")
 
 # Header fields that carry a NIfTI file's geometry; copied verbatim so a written file matches the read one.
 _NIFTI_GEOMETRY_FIELDS = (
-    "pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
-    "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z", "xyzt_units",
+    "pixdim",
+    "qform_code",
+    "sform_code",
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+    "xyzt_units",
 )
 # nnU-Net gives 2D images a huge spacing along the fake slice axis so that no stage ever resamples it.
 FAKE_2D_SPACING = 999.0
@@ -84,7 +97,9 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3:
-        raise ImageReadError(f"{path}: {array.ndim}D image of shape {array.shape} where a 3D image is expected")
+        raise ImageReadError(
+            f"{path}: {array.ndim}D image of shape {array.shape} where a 3D image is expected"
+        )
     header = image.header
     zooms = [float(z) for z in header.get_zooms()[:3]]
     zooms += [1.0] * (3 - len(zooms))
@@ -99,9 +114,13 @@ def _read_sitk(path: Path) -> tuple[np.ndarray, dict]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise ImageReadError(f"{path}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})") from None
+        raise ImageReadError(
+            f"{path}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})"
+        ) from None
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ImageReadError(f"{path}: vector images with {image.GetNumberOfComponentsPerPixel()} components per voxel are not supported")
+        raise ImageReadError(
+            f"{path}: vector images with {image.GetNumberOfComponentsPerPixel()} components per voxel are not supported"
+        )
     array = sitk.GetArrayFromImage(image)
     dimension = image.GetDimension()
     spacing = list(image.GetSpacing())[::-1]
@@ -129,7 +148,9 @@ def _read_natural_2d(path: Path) -> tuple[np.ndarray, dict]:
     try:
         with Image.open(path) as image:
             if getattr(image, "n_frames", 1) > 1:  # Pillow would silently return the first page only
-                raise ImageReadError(f"{path}: multi-page (3D) TIFF with {image.n_frames} pages; only 2D images are supported")
+                raise ImageReadError(
+                    f"{path}: multi-page (3D) TIFF with {image.n_frames} pages; only 2D images are supported"
+                )
             array = np.asarray(image)
     except (UnidentifiedImageError, OSError) as e:
         raise ImageReadError(f"{path}: not a readable 2D image ({e})") from None
@@ -155,7 +176,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         return _READERS[reader_kind(path)](path)
     except ImageReadError:
         raise
-    except Exception as e:  # truncated gzip, garbage bytes, bad header ...: say which file, not where in nibabel
+    except (
+        Exception
+    ) as e:  # truncated gzip, garbage bytes, bad header ...: say which file, not where in nibabel
         detail = str(e).replace(str(path), path.name)
         raise ImageReadError(f"{path}: cannot be read as an image ({type(e).__name__}: {detail})") from None
 
@@ -174,7 +197,9 @@ def read_case(image_files: Sequence[str | os.PathLike]) -> tuple[np.ndarray, dic
         if first_props is None:
             first_props = props
         else:
-            _check_same_geometry(Path(image_files[0]), first_props, arrays[0].shape, Path(path), props, array.shape)
+            _check_same_geometry(
+                Path(image_files[0]), first_props, arrays[0].shape, Path(path), props, array.shape
+            )
         arrays.append(array)
     return np.concatenate(arrays, axis=0), first_props
 
@@ -189,9 +214,13 @@ def read_seg(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
 
 def _check_same_geometry(ref_path, ref_props, ref_shape, path, props, shape) -> None:
     if tuple(ref_shape[1:]) != tuple(shape[1:]):
-        raise ValueError(f"{path}: shape {tuple(shape[1:])} differs from {ref_path.name} {tuple(ref_shape[1:])}")
+        raise ValueError(
+            f"{path}: shape {tuple(shape[1:])} differs from {ref_path.name} {tuple(ref_shape[1:])}"
+        )
     if not np.allclose(ref_props["spacing"], props["spacing"]):
-        raise ValueError(f"{path}: spacing {props['spacing']} differs from {ref_path.name} {ref_props['spacing']}")
+        raise ValueError(
+            f"{path}: spacing {props['spacing']} differs from {ref_path.name} {ref_props['spacing']}"
+        )
     mismatch = geometry_mismatch(ref_props, props)
     if mismatch:
         warnings.warn(f"{path}: {mismatch} differs from {ref_path.name}", stacklevel=3)
@@ -214,7 +243,7 @@ def _nifti_affine(props: dict) -> np.ndarray:
     return header.get_best_affine()
 
 
-def _nifti_header(props: dict, dtype) -> "object":
+def _nifti_header(props: dict, dtype) -> object:
     import nibabel as nib
 
     header = nib.Nifti1Header()
@@ -258,7 +287,9 @@ def write_image(array: np.ndarray, path: str | os.PathLike, props: dict) -> None
         raise ValueError(f"{path}: expected a (Z, Y, X) array, got shape {array.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = {"nibabel": _write_nifti, "simpleitk": _write_sitk, "natural2d": _write_natural_2d}[reader_kind(path)]
+    writer = {"nibabel": _write_nifti, "simpleitk": _write_sitk, "natural2d": _write_natural_2d}[
+        reader_kind(path)
+    ]
     # Write under the final name in a private temporary folder, then move in: readers never see half a file,
     # and a detached header (x.mhd) keeps naming its data file (x.zraw) by its final name.
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -332,8 +363,12 @@ def _sitk_geometry_from_affine(affine: np.ndarray) -> dict:
     """SimpleITK spacing, origin and direction (LPS) of a RAS NIfTI affine; inverse of ``_affine_from_sitk``."""
     lps = _LPS_TO_RAS @ np.asarray(affine, dtype=float)[:3, :3]
     spacing = np.linalg.norm(lps, axis=0)
-    return {"dimension": 3, "spacing": spacing.tolist(), "origin": (_LPS_TO_RAS @ affine[:3, 3]).tolist(),
-            "direction": (lps / spacing).ravel().tolist()}
+    return {
+        "dimension": 3,
+        "spacing": spacing.tolist(),
+        "origin": (_LPS_TO_RAS @ affine[:3, 3]).tolist(),
+        "direction": (lps / spacing).ravel().tolist(),
+    }
 
 
 def _write_natural_2d(array: np.ndarray, path: Path, props: dict) -> None:
@@ -344,7 +379,9 @@ def _write_natural_2d(array: np.ndarray, path: Path, props: dict) -> None:
     plane = array[0]
     if plane.dtype == np.uint16:
         if _pil_format(path) not in ("PNG", "TIFF"):
-            raise ValueError(f"{path}: 16-bit values (up to {plane.max()}) need a .png or .tif file, not {path.suffix}")
+            raise ValueError(
+                f"{path}: 16-bit values (up to {plane.max()}) need a .png or .tif file, not {path.suffix}"
+            )
         Image.fromarray(plane.astype(np.uint16)).save(path, format=_pil_format(path))
     else:
         if plane.dtype != np.uint8:
@@ -355,4 +392,6 @@ def _write_natural_2d(array: np.ndarray, path: Path, props: dict) -> None:
 
 
 def _pil_format(path: Path) -> str:
-    return {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG"}[file_ending(path)]
+    return {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG"}[
+        file_ending(path)
+    ]

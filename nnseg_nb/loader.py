@@ -21,10 +21,11 @@ from __future__ import annotations
 import functools
 import warnings
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,19 +46,27 @@ class SamplerSettings:
     [False, False, False, False, False, False, False, False, True, True, True, True]
     """
 
-    patch_size: tuple[int, ...]                      # final patch the network sees: (Z, Y, X), or (Y, X) for 2D
-    initial_patch_size: tuple[int, ...] | None = None  # larger patch loaded so rotation has context; None: patch_size (val)
+    patch_size: tuple[int, ...]  # final patch the network sees: (Z, Y, X), or (Y, X) for 2D
+    initial_patch_size: tuple[int, ...] | None = (
+        None  # larger patch loaded so rotation has context; None: patch_size (val)
+    )
     batch_size: int = 2
-    oversample_foreground_percent: float = 0.33      # the last ~33% of each batch is centred on a foreground voxel
-    has_ignore: bool = False                         # dataset has an ignore label: centre the other samples on annotated voxels
-    previous_stage_folder: str | Path | None = None  # cascade: lowres predictions on this grid, stacked as seg channel 1
+    oversample_foreground_percent: float = (
+        0.33  # the last ~33% of each batch is centred on a foreground voxel
+    )
+    has_ignore: bool = False  # dataset has an ignore label: centre the other samples on annotated voxels
+    previous_stage_folder: str | Path | None = (
+        None  # cascade: lowres predictions on this grid, stacked as seg channel 1
+    )
 
     def __post_init__(self):
         if len(self.patch_size) not in (2, 3):
             raise ValueError(f"patch_size must have 2 (2D) or 3 (3D) entries, got {self.patch_size}")
         if self.initial_patch_size is not None and len(self.initial_patch_size) != len(self.patch_size):
-            raise ValueError(f"initial_patch_size {self.initial_patch_size} and patch_size {self.patch_size} "
-                             "must have the same number of axes")
+            raise ValueError(
+                f"initial_patch_size {self.initial_patch_size} and patch_size {self.patch_size} "
+                "must have the same number of axes"
+            )
         if self.batch_size < 1 or not 0 <= self.oversample_foreground_percent <= 1:
             raise ValueError("batch_size must be >= 1 and oversample_foreground_percent in [0, 1]")
 
@@ -98,8 +107,10 @@ class SamplerSettings:
 # Where a patch goes
 # --------------------------------------------------------------------------------------------
 
-def lower_corner_bounds(shape: Sequence[int], patch: Sequence[int], need_to_pad: Sequence[int]
-                        ) -> tuple[list[int], list[int]]:
+
+def lower_corner_bounds(
+    shape: Sequence[int], patch: Sequence[int], need_to_pad: Sequence[int]
+) -> tuple[list[int], list[int]]:
     """Range ``[lb, ub]`` (inclusive) of a patch's lower corner along each axis.
 
     The patch may stick out by about ``need_to_pad / 2`` on either side; a volume smaller than the
@@ -139,8 +150,14 @@ def choose_class(class_locations: dict, rng: np.random.Generator) -> ClassKey | 
     return present[int(rng.integers(len(present)))]
 
 
-def choose_lower_corner(shape: Sequence[int], settings: SamplerSettings, forced: bool, class_locations: dict | None,
-                        rng: np.random.Generator, case: str = "") -> tuple[list[int], ClassKey | None]:
+def choose_lower_corner(
+    shape: Sequence[int],
+    settings: SamplerSettings,
+    forced: bool,
+    class_locations: dict | None,
+    rng: np.random.Generator,
+    case: str = "",
+) -> tuple[list[int], ClassKey | None]:
     """Lower corner of one patch in the 3D volume, and the class it was centred on (None: random).
 
     Args:
@@ -160,10 +177,12 @@ def choose_lower_corner(shape: Sequence[int], settings: SamplerSettings, forced:
     elif settings.has_ignore:
         selected = next((key for key in class_locations if is_annotated_key(key)), None)
         if selected is None:
-            raise ValueError(f"case {case!r}: has_ignore is set but class_locations has no annotated key "
-                             "(-1, *labels); preprocess with the dataset's ignore label")
+            raise ValueError(
+                f"case {case!r}: has_ignore is set but class_locations has no annotated key "
+                "(-1, *labels); preprocess with the dataset's ignore label"
+            )
         if len(class_locations[selected]) == 0:
-            warnings.warn(f"case {case!r} has no annotated voxel; cutting a random patch")
+            warnings.warn(f"case {case!r} has no annotated voxel; cutting a random patch", stacklevel=2)
             selected = None
     if selected is None:
         return [int(rng.integers(lb, ub + 1)) for lb, ub in zip(lbs, ubs)], None
@@ -172,8 +191,9 @@ def choose_lower_corner(shape: Sequence[int], settings: SamplerSettings, forced:
     return [max(lb, int(v) - p // 2) for lb, v, p in zip(lbs, voxel[1:], patch)], selected
 
 
-def crop_and_pad(array: np.ndarray, box: Sequence[Sequence[int]], pad_value: float,
-                 out: np.ndarray | None = None) -> np.ndarray:
+def crop_and_pad(
+    array: np.ndarray, box: Sequence[Sequence[int]], pad_value: float, out: np.ndarray | None = None
+) -> np.ndarray:
     """Cut ``box`` (half-open ``[[lo, hi), ...]`` per spatial axis, may leave the volume) from ``array``.
 
     Only the part inside the volume is read, so a memory-mapped ``array`` reads just the patch.
@@ -200,12 +220,13 @@ def crop_and_pad(array: np.ndarray, box: Sequence[Sequence[int]], pad_value: flo
 # Reading cases (memory-mapped: only the patch is read from disk)
 # --------------------------------------------------------------------------------------------
 
+
 class CaseArrays(NamedTuple):
     """Arrays to cut patches from: numpy memory maps, or opened blosc2 arrays for nnU-Net's ``.b2nd``
     (both slice like numpy and read only what a slice touches)."""
 
-    data: np.ndarray                 # (C, Z, Y, X) float32
-    seg: np.ndarray                  # (1, Z, Y, X) int16
+    data: np.ndarray  # (C, Z, Y, X) float32
+    seg: np.ndarray  # (1, Z, Y, X) int16
     previous_seg: np.ndarray | None  # (1, Z, Y, X) previous-stage prediction (cascade), or None
 
 
@@ -234,8 +255,10 @@ def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path |
     else:
         data, seg, _ = load_preprocessed_case(folder, case)
     if data.ndim != 4 or seg.shape != (1, *data.shape[1:]):
-        raise ValueError(f"{folder / case}: expected image (C, Z, Y, X) and seg (1, Z, Y, X), "
-                         f"got {data.shape} and {seg.shape}")
+        raise ValueError(
+            f"{folder / case}: expected image (C, Z, Y, X) and seg (1, Z, Y, X), "
+            f"got {data.shape} and {seg.shape}"
+        )
     previous = None
     if previous_stage_folder is not None:
         previous = _open_previous_seg(Path(previous_stage_folder), case, data.shape[1:])
@@ -248,17 +271,23 @@ def _open_previous_seg(folder: Path, case: str, shape: tuple[int, ...]) -> np.nd
         previous = np.load(npy, mmap_mode="r")
     elif b2nd.is_file():
         previous = open_b2nd(b2nd)
-        previous = previous[...] if previous.ndim == len(shape) else previous  # (Z, Y, X): read, to add the axis
+        previous = (
+            previous[...] if previous.ndim == len(shape) else previous
+        )  # (Z, Y, X): read, to add the axis
     elif npz.is_file():
         with np.load(npz) as archive:
             previous = archive["seg"] if "seg" in archive else archive[archive.files[0]]
     else:
-        raise FileNotFoundError(f"{npy}: previous-stage segmentation of case {case!r} not found (.npy, .b2nd or .npz)")
+        raise FileNotFoundError(
+            f"{npy}: previous-stage segmentation of case {case!r} not found (.npy, .b2nd or .npz)"
+        )
     if previous.shape == shape:
         previous = previous[None]
     if previous.shape != (1, *shape):
-        raise ValueError(f"{folder / case}: previous-stage segmentation has shape {previous.shape}, "
-                         f"the case has {shape}; it must be on the same preprocessed grid")
+        raise ValueError(
+            f"{folder / case}: previous-stage segmentation has shape {previous.shape}, "
+            f"the case has {shape}; it must be on the same preprocessed grid"
+        )
     return previous
 
 
@@ -271,7 +300,9 @@ def read_class_locations(folder: str | Path, case: str) -> dict[ClassKey, np.nda
         file = Path(folder) / f"{case}.pkl"
         properties = load_preprocessed_case(folder, case)[2]
     if "class_locations" not in properties:
-        raise ValueError(f"{file}: no 'class_locations'; preprocess the case again to sample foreground patches")
+        raise ValueError(
+            f"{file}: no 'class_locations'; preprocess the case again to sample foreground patches"
+        )
     return properties["class_locations"]
 
 
@@ -283,7 +314,9 @@ class CaseReader:
     whole (nnU-Net's ``.npz`` files) are not kept.
     """
 
-    def __init__(self, folder: str | Path, previous_stage_folder: str | Path | None = None, cache_size: int = 64):
+    def __init__(
+        self, folder: str | Path, previous_stage_folder: str | Path | None = None, cache_size: int = 64
+    ):
         self.folder, self.previous_stage_folder = Path(folder), previous_stage_folder
         self.memory_mapped = functools.lru_cache(cache_size)(self._open)
         self.class_locations = functools.lru_cache(cache_size)(self._read_class_locations)
@@ -304,13 +337,18 @@ class CaseReader:
 # Batches
 # --------------------------------------------------------------------------------------------
 
+
 def batch_rng(seed: int, batch_index: int) -> np.random.Generator:
     """The generator batch ``batch_index`` of the stream seeded with ``seed`` is drawn from."""
     return np.random.default_rng([seed, batch_index])
 
 
-def sample_batch(source: str | Path | CaseReader, case_ids: Sequence[str], settings: SamplerSettings,
-                 rng: np.random.Generator) -> dict:
+def sample_batch(
+    source: str | Path | CaseReader,
+    case_ids: Sequence[str],
+    settings: SamplerSettings,
+    rng: np.random.Generator,
+) -> dict:
     """Build one batch: cases uniform with replacement, the last ~33% centred on foreground.
 
     Args:
@@ -342,7 +380,9 @@ def sample_batch(source: str | Path | CaseReader, case_ids: Sequence[str], setti
             seg = torch.empty((settings.batch_size, seg_channels, *patch), dtype=torch.int16)
         needs_locations = forced or settings.has_ignore
         class_locations = reader.class_locations(case) if needs_locations else None
-        corner, selected = choose_lower_corner(arrays.data.shape[1:], settings, forced, class_locations, rng, case)
+        corner, selected = choose_lower_corner(
+            arrays.data.shape[1:], settings, forced, class_locations, rng, case
+        )
         box = [[lo, lo + p] for lo, p in zip(corner, patch)]
         crop_and_pad(arrays.data, box, IMAGE_PAD_VALUE, out=image[j].numpy())
         crop_and_pad(arrays.seg, box, SEG_PAD_VALUE, out=seg[j, :1].numpy())
@@ -370,8 +410,14 @@ class PatchStream(torch.utils.data.IterableDataset):
     k = first_batch, first_batch + 1, ... whatever the number of workers.
     """
 
-    def __init__(self, folder: str | Path, case_ids: Sequence[str], settings: SamplerSettings,
-                 seed: int = 0, first_batch: int = 0):
+    def __init__(
+        self,
+        folder: str | Path,
+        case_ids: Sequence[str],
+        settings: SamplerSettings,
+        seed: int = 0,
+        first_batch: int = 0,
+    ):
         super().__init__()
         self.folder, self.case_ids, self.settings = Path(folder), list(case_ids), settings
         self.seed, self.first_batch = seed, first_batch
@@ -386,16 +432,24 @@ class PatchStream(torch.utils.data.IterableDataset):
             batch_index += num_workers
 
 
-def _numbered_batch(reader: CaseReader, case_ids: Sequence[str], settings: SamplerSettings, seed: int,
-                    batch_index: int) -> dict:
+def _numbered_batch(
+    reader: CaseReader, case_ids: Sequence[str], settings: SamplerSettings, seed: int, batch_index: int
+) -> dict:
     batch = sample_batch(reader, case_ids, settings, batch_rng(seed, batch_index))
     batch["batch_index"] = batch_index
     return batch
 
 
-def make_dataloader(folder: str | Path, case_ids: Sequence[str], settings: SamplerSettings, num_workers: int = 2,
-                    seed: int = 0, pin_memory: bool | None = None, first_batch: int = 0,
-                    prefetch_factor: int = 2) -> torch.utils.data.DataLoader:
+def make_dataloader(
+    folder: str | Path,
+    case_ids: Sequence[str],
+    settings: SamplerSettings,
+    num_workers: int = 2,
+    seed: int = 0,
+    pin_memory: bool | None = None,
+    first_batch: int = 0,
+    prefetch_factor: int = 2,
+) -> torch.utils.data.DataLoader:
     """A DataLoader over ``PatchStream``: whole batches from worker processes, endless.
 
     Make one iterator and keep it (``batches = iter(loader)``, then ``next(batches)`` per step);
@@ -414,8 +468,14 @@ def make_dataloader(folder: str | Path, case_ids: Sequence[str], settings: Sampl
         pin_memory = torch.cuda.is_available()
     stream = PatchStream(folder, case_ids, settings, seed=seed, first_batch=first_batch)
     return torch.utils.data.DataLoader(
-        stream, batch_size=None, collate_fn=_as_is, num_workers=num_workers, pin_memory=pin_memory,
-        persistent_workers=num_workers > 0, prefetch_factor=prefetch_factor if num_workers > 0 else None)
+        stream,
+        batch_size=None,
+        collate_fn=_as_is,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+    )
 
 
 def _as_is(batch: dict) -> dict:
@@ -423,8 +483,15 @@ def _as_is(batch: dict) -> dict:
     return batch
 
 
-def background_batches(folder: str | Path, case_ids: Sequence[str], settings: SamplerSettings, seed: int = 0,
-                       threads: int = 1, prefetch: int = 2, first_batch: int = 0) -> Iterator[dict]:
+def background_batches(
+    folder: str | Path,
+    case_ids: Sequence[str],
+    settings: SamplerSettings,
+    seed: int = 0,
+    threads: int = 1,
+    prefetch: int = 2,
+    first_batch: int = 0,
+) -> Iterator[dict]:
     """The same endless stream as ``make_dataloader``, built by threads of this process.
 
     Cutting a patch is mostly a memory copy, which numpy does without holding the GIL, so threads
@@ -437,8 +504,10 @@ def background_batches(folder: str | Path, case_ids: Sequence[str], settings: Sa
     reader = CaseReader(folder, settings.previous_stage_folder)  # shared: lru_cache is thread-safe
     ahead = threads * prefetch
     with ThreadPoolExecutor(threads, thread_name_prefix="nnseg-loader") as pool:
-        pending = deque(pool.submit(_numbered_batch, reader, case_ids, settings, seed, k)
-                        for k in range(first_batch, first_batch + ahead))
+        pending = deque(
+            pool.submit(_numbered_batch, reader, case_ids, settings, seed, k)
+            for k in range(first_batch, first_batch + ahead)
+        )
         next_index = first_batch + ahead
         while True:
             batch = pending.popleft().result()  # oldest first: the order never depends on timing

@@ -17,12 +17,16 @@ Two networks are planned, named by their dotted class paths as the plans write t
 - ``ResidualEncoderUNet`` (the ResEnc presets): a stem conv, then ``n_blocks_per_stage[s]`` residual
   blocks of two convs (plus a 1x1 projection when a block changes size or width); the same decoder.
 
+Deep supervision lives here too, because the network's strides decide it: ``deep_supervision_scales``
+(the size of each extra output, which the augmentation's targets follow) and
+``deep_supervision_weights`` (the loss weight of each output).
+
 A later stage adds the ``nn.Module`` versions here, with nnU-Net's parameter names so checkpoints load.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,7 +46,10 @@ def _per_stage(value, n_stages: int, what: str) -> list:
 
 
 def _strides_per_axis(strides, n_stages: int, dim: int) -> list[list[int]]:
-    return [[s] * dim if isinstance(s, (int, np.integer)) else list(s) for s in _per_stage(strides, n_stages, "strides")]
+    return [
+        [s] * dim if isinstance(s, (int, np.integer)) else list(s)
+        for s in _per_stage(strides, n_stages, "strides")
+    ]
 
 
 def stage_sizes(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -62,14 +69,19 @@ def _voxels(size: Sequence[int]) -> int:
     return int(np.prod(size, dtype=np.int64))
 
 
-def plain_encoder_feature_map_size(sizes: Sequence[Sequence[int]], features: Sequence[int],
-                                   n_conv_per_stage: Sequence[int]) -> int:
+def plain_encoder_feature_map_size(
+    sizes: Sequence[Sequence[int]], features: Sequence[int], n_conv_per_stage: Sequence[int]
+) -> int:
     """Outputs of the plain encoder: every conv of stage s gives ``features[s]`` maps of ``sizes[s]``."""
     return sum(n * f * _voxels(size) for n, f, size in zip(n_conv_per_stage, features, sizes))
 
 
-def residual_encoder_feature_map_size(patch_size: Sequence[int], sizes: Sequence[Sequence[int]],
-                                      features: Sequence[int], n_blocks_per_stage: Sequence[int]) -> int:
+def residual_encoder_feature_map_size(
+    patch_size: Sequence[int],
+    sizes: Sequence[Sequence[int]],
+    features: Sequence[int],
+    n_blocks_per_stage: Sequence[int],
+) -> int:
     """Outputs of the residual encoder: the stem conv, then two convs per block (``BasicBlockD``).
 
     A block whose output differs from its input in width or size also has a 1x1 projection on the
@@ -84,9 +96,13 @@ def residual_encoder_feature_map_size(patch_size: Sequence[int], sizes: Sequence
     return total
 
 
-def decoder_feature_map_size(sizes: Sequence[Sequence[int]], features: Sequence[int],
-                             n_conv_per_stage_decoder: Sequence[int], num_classes: int,
-                             deep_supervision: bool = False) -> int:
+def decoder_feature_map_size(
+    sizes: Sequence[Sequence[int]],
+    features: Sequence[int],
+    n_conv_per_stage_decoder: Sequence[int],
+    num_classes: int,
+    deep_supervision: bool = False,
+) -> int:
     """Outputs of ``UNetDecoder``, from the bottleneck up.
 
     Decoder level k (0 = lowest) works at the size of encoder stage ``n - 2 - k``: a transposed conv
@@ -104,8 +120,13 @@ def decoder_feature_map_size(sizes: Sequence[Sequence[int]], features: Sequence[
     return total
 
 
-def conv_feature_map_size(network_class_name: str, arch_kwargs: dict, patch_size: Sequence[int],
-                          num_classes: int, deep_supervision: bool = False) -> int:
+def conv_feature_map_size(
+    network_class_name: str,
+    arch_kwargs: dict,
+    patch_size: Sequence[int],
+    num_classes: int,
+    deep_supervision: bool = False,
+) -> int:
     """nnU-Net's VRAM proxy: how many output elements all convs produce for one patch (batch size 1).
 
     Args:
@@ -125,7 +146,9 @@ def conv_feature_map_size(network_class_name: str, arch_kwargs: dict, patch_size
     n_stages = int(arch_kwargs["n_stages"])
     features = _per_stage(arch_kwargs["features_per_stage"], n_stages, "features_per_stage")
     strides = _strides_per_axis(arch_kwargs["strides"], n_stages, len(patch_size))
-    decoder_convs = _per_stage(arch_kwargs["n_conv_per_stage_decoder"], n_stages - 1, "n_conv_per_stage_decoder")
+    decoder_convs = _per_stage(
+        arch_kwargs["n_conv_per_stage_decoder"], n_stages - 1, "n_conv_per_stage_decoder"
+    )
     sizes = stage_sizes(patch_size, strides)
     if network_class_name == PLAIN_CONV_UNET:
         convs = _per_stage(arch_kwargs["n_conv_per_stage"], n_stages, "n_conv_per_stage")
@@ -134,6 +157,38 @@ def conv_feature_map_size(network_class_name: str, arch_kwargs: dict, patch_size
         blocks = _per_stage(arch_kwargs["n_blocks_per_stage"], n_stages, "n_blocks_per_stage")
         encoder = residual_encoder_feature_map_size(patch_size, sizes, features, blocks)
     else:
-        raise ValueError(f"no feature-map count for network {network_class_name!r}; "
-                         f"known: {PLAIN_CONV_UNET}, {RESIDUAL_ENCODER_UNET}")
+        raise ValueError(
+            f"no feature-map count for network {network_class_name!r}; "
+            f"known: {PLAIN_CONV_UNET}, {RESIDUAL_ENCODER_UNET}"
+        )
     return encoder + decoder_feature_map_size(sizes, features, decoder_convs, num_classes, deep_supervision)
+
+
+# --- deep supervision ------------------------------------------------------------------------------
+
+
+def deep_supervision_scales(pool_op_kernel_sizes: Sequence[Sequence[int]]) -> list[list[float]]:
+    """Scale of each deep-supervision output relative to the patch: 1 / cumulative stride, coarsest dropped.
+
+    >>> deep_supervision_scales([[1, 1, 1], [2, 2, 2], [1, 2, 2], [2, 2, 2]])
+    [[1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.5, 0.25, 0.25]]
+    """
+    cumulative = np.cumprod(np.array(pool_op_kernel_sizes, dtype=float), axis=0)
+    return [[float(v) for v in 1 / row] for row in cumulative[:-1]]
+
+
+def deep_supervision_weights(n_outputs: int, last: float = 0.0) -> list[float]:
+    """nnU-Net's loss weight per deep-supervision output: 1/2^i, the lowest resolution ``last``, summing to 1.
+
+    ``n_outputs`` is ``len(deep_supervision_scales(strides))``: every decoder output but the coarsest.
+    nnU-Net sets the last weight to 0; with DDP and no torch.compile it uses 1e-6 instead, so that
+    every head gets a gradient (``last=1e-6``).
+
+    >>> deep_supervision_weights(4)
+    [0.5714285714285714, 0.2857142857142857, 0.14285714285714285, 0.0]
+    """
+    weights = [1 / 2**i for i in range(n_outputs)]
+    if n_outputs > 1:
+        weights[-1] = last
+    total = sum(weights)
+    return [w / total for w in weights]

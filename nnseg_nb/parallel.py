@@ -11,14 +11,21 @@ notebook kernel) can hang. A script that uses worker processes must call them un
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
-def map_in_processes(fn: Callable, items: Sequence, num_workers: int | None = None, progress: bool = True,
-                     desc: str = "", on_error: Callable[[Any, BaseException], Any] | None = None) -> list:
+def map_in_processes(
+    fn: Callable,
+    items: Sequence,
+    num_workers: int | None = None,
+    progress: bool = True,
+    desc: str = "",
+    on_error: Callable[[Any, BaseException], Any] | None = None,
+) -> list:
     """``[fn(item) for item in items]``, in a pool of ``num_workers`` spawned processes, in order.
 
     ``num_workers`` defaults to ``min(4, cpu count)``; with one worker (or one item) everything runs here.

@@ -72,7 +72,6 @@ def list_datasets(root: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and _DATASET_FOLDER.match(p.name))
 
 
-
 def _matches(folder_name: str, query: str) -> bool:
     dataset_id, name = parse_dataset_folder_name(folder_name)
     if query.isdigit():

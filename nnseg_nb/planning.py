@@ -27,21 +27,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
 
 import numpy as np
 
 from nnseg_nb.network import PLAIN_CONV_UNET, RESIDUAL_ENCODER_UNET, conv_feature_map_size
+from nnseg_nb.plans import (  # noqa: F401  (re-exported)
+    ArchitecturePlan,
+    ConfigurationPlan,
+    Plans,
+    keep_custom_configurations,
+    load_plans,
+    save_plans,
+)
 from nnseg_nb.resampling import ANISOTROPY_THRESHOLD, compute_new_shape
-from nnseg_nb.utils import atomic_write_json, load_json
 
 # --- settings and presets --------------------------------------------------------------------------
 
 SHRINK_WHILE_BATCH_OF_2_EXCEEDS = "batch_of_2_exceeds"  # ExperimentPlanner: estimate / ref_bs * 2 > reference
-SHRINK_WHILE_ESTIMATE_EXCEEDS = "estimate_exceeds"      # ResEnc planners: estimate > reference
+SHRINK_WHILE_ESTIMATE_EXCEEDS = "estimate_exceeds"  # ResEnc planners: estimate > reference
 
 
 @dataclass(frozen=True)
@@ -58,44 +64,53 @@ class PlannerSettings:
     16.0
     """
 
-    plans_name: str = "nnUNetPlans"                    # plans_identifier; the file is <plans_name>.json
-    planner_name: str = "ExperimentPlanner"            # written as experiment_planner_used
-    network_class_name: str = PLAIN_CONV_UNET          # UNet_class
-    gpu_memory_target_gb: float = 8.0                  # UNet_vram_target_GB (-gpu_memory_target)
-    reference_memory_gb: float = 8.0                   # UNet_reference_val_corresp_GB
-    reference_val_3d: int = 560_000_000                # UNet_reference_val_3d
-    reference_val_2d: int = 85_000_000                 # UNet_reference_val_2d
-    reference_batch_size_3d: int = 2                   # UNet_reference_val_corresp_bs_3d
-    reference_batch_size_2d: int = 12                  # UNet_reference_val_corresp_bs_2d
+    plans_name: str = "nnUNetPlans"  # plans_identifier; the file is <plans_name>.json
+    planner_name: str = "ExperimentPlanner"  # written as experiment_planner_used
+    network_class_name: str = PLAIN_CONV_UNET  # UNet_class
+    gpu_memory_target_gb: float = 8.0  # UNet_vram_target_GB (-gpu_memory_target)
+    reference_memory_gb: float = 8.0  # UNet_reference_val_corresp_GB
+    reference_val_3d: int = 560_000_000  # UNet_reference_val_3d
+    reference_val_2d: int = 85_000_000  # UNet_reference_val_2d
+    reference_batch_size_3d: int = 2  # UNet_reference_val_corresp_bs_3d
+    reference_batch_size_2d: int = 12  # UNet_reference_val_corresp_bs_2d
     shrink_while: str = SHRINK_WHILE_BATCH_OF_2_EXCEEDS  # the shrink loop's condition (see shrink_is_needed)
-    min_batch_size: int = 2                            # UNet_min_batch_size
-    max_dataset_covered: float = 0.05                  # one batch sees at most this fraction of the dataset's voxels
-    base_features: int = 32                            # UNet_base_num_features, doubled per stage ...
-    max_features_3d: int = 320                         # ... up to UNet_max_features_3d
-    max_features_2d: int = 512                         # ... or UNet_max_features_2d
-    min_feature_map_edge: int = 4                      # UNet_featuremap_min_edge_length (bottleneck edge)
-    blocks_per_stage_encoder: tuple[int, ...] = (2,) * 14  # convs (plain) or residual blocks (ResEnc) per stage
-    convs_per_stage_decoder: tuple[int, ...] = (2,) * 13   # UNet_blocks_per_stage_decoder
+    min_batch_size: int = 2  # UNet_min_batch_size
+    max_dataset_covered: float = 0.05  # one batch sees at most this fraction of the dataset's voxels
+    base_features: int = 32  # UNet_base_num_features, doubled per stage ...
+    max_features_3d: int = 320  # ... up to UNet_max_features_3d
+    max_features_2d: int = 512  # ... or UNet_max_features_2d
+    min_feature_map_edge: int = 4  # UNet_featuremap_min_edge_length (bottleneck edge)
+    blocks_per_stage_encoder: tuple[int, ...] = (
+        2,
+    ) * 14  # convs (plain) or residual blocks (ResEnc) per stage
+    convs_per_stage_decoder: tuple[int, ...] = (2,) * 13  # UNet_blocks_per_stage_decoder
     # Configurations whose preprocessed data is the default planner's ("nnUNetPlans_<name>") because
     # their preprocessing is the same (the ResEnc planners share 2d and 3d_fullres).
     shared_data_identifiers: tuple[str, ...] = ()
     preprocessor_name: str = "DefaultPreprocessor"
-    overwrite_target_spacing: tuple[float, ...] | None = None  # replaces the fullres target spacing (-overwrite_target_spacing)
-    suppress_transpose: bool = False                   # keep the reader's axis order
+    overwrite_target_spacing: tuple[float, ...] | None = (
+        None  # replaces the fullres target spacing (-overwrite_target_spacing)
+    )
+    suppress_transpose: bool = False  # keep the reader's axis order
     anisotropy_threshold: float = ANISOTROPY_THRESHOLD  # ANISO_THRESHOLD
-    lowres_creation_threshold: float = 0.25            # 3d_lowres when the fullres patch covers less than this
-    lowres_spacing_step: float = 1.03                  # 3d_lowres spacing grows by this factor per try
+    lowres_creation_threshold: float = 0.25  # 3d_lowres when the fullres patch covers less than this
+    lowres_spacing_step: float = 1.03  # 3d_lowres spacing grows by this factor per try
 
     def __post_init__(self):
         if self.shrink_while not in (SHRINK_WHILE_BATCH_OF_2_EXCEEDS, SHRINK_WHILE_ESTIMATE_EXCEEDS):
-            raise ValueError(f"shrink_while must be {SHRINK_WHILE_BATCH_OF_2_EXCEEDS!r} or "
-                             f"{SHRINK_WHILE_ESTIMATE_EXCEEDS!r}, not {self.shrink_while!r}")
+            raise ValueError(
+                f"shrink_while must be {SHRINK_WHILE_BATCH_OF_2_EXCEEDS!r} or "
+                f"{SHRINK_WHILE_ESTIMATE_EXCEEDS!r}, not {self.shrink_while!r}"
+            )
         if self.gpu_memory_target_gb <= 0:
             raise ValueError(f"gpu_memory_target_gb must be positive, not {self.gpu_memory_target_gb}")
         if self.overwrite_target_spacing is not None and (
-                len(self.overwrite_target_spacing) != 3 or any(s <= 0 for s in self.overwrite_target_spacing)):
-            raise ValueError(f"overwrite_target_spacing must be three positive spacings, "
-                             f"not {self.overwrite_target_spacing}")
+            len(self.overwrite_target_spacing) != 3 or any(s <= 0 for s in self.overwrite_target_spacing)
+        ):
+            raise ValueError(
+                f"overwrite_target_spacing must be three positive spacings, "
+                f"not {self.overwrite_target_spacing}"
+            )
 
     def data_identifier(self, configuration_name: str) -> str:
         """The folder name of a configuration's preprocessed data, ``<plans_name>_<configuration>``."""
@@ -107,9 +122,11 @@ DEFAULT = PlannerSettings()
 
 # nnUNetPlannerResEncM: a residual encoder, at the default's GPU memory (~9-11 GB in practice).
 RESENC_M = PlannerSettings(
-    plans_name="nnUNetResEncUNetMPlans", planner_name="nnUNetPlannerResEncM",
+    plans_name="nnUNetResEncUNetMPlans",
+    planner_name="nnUNetPlannerResEncM",
     network_class_name=RESIDUAL_ENCODER_UNET,
-    reference_val_3d=680_000_000, reference_val_2d=135_000_000,
+    reference_val_3d=680_000_000,
+    reference_val_2d=135_000_000,
     shrink_while=SHRINK_WHILE_ESTIMATE_EXCEEDS,
     max_dataset_covered=1.0,  # no 5% cap: the batch size only follows GPU memory
     blocks_per_stage_encoder=(1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6),
@@ -118,11 +135,23 @@ RESENC_M = PlannerSettings(
 )
 # nnUNetPlannerResEncL (24 GB) and nnUNetPlannerResEncXL (40 GB): the same network, more memory.
 RESENC_L = dataclasses.replace(
-    RESENC_M, plans_name="nnUNetResEncUNetLPlans", planner_name="nnUNetPlannerResEncL",
-    gpu_memory_target_gb=24.0, reference_memory_gb=24.0, reference_val_3d=2_100_000_000, reference_val_2d=380_000_000)
+    RESENC_M,
+    plans_name="nnUNetResEncUNetLPlans",
+    planner_name="nnUNetPlannerResEncL",
+    gpu_memory_target_gb=24.0,
+    reference_memory_gb=24.0,
+    reference_val_3d=2_100_000_000,
+    reference_val_2d=380_000_000,
+)
 RESENC_XL = dataclasses.replace(
-    RESENC_M, plans_name="nnUNetResEncUNetXLPlans", planner_name="nnUNetPlannerResEncXL",
-    gpu_memory_target_gb=40.0, reference_memory_gb=40.0, reference_val_3d=3_600_000_000, reference_val_2d=560_000_000)
+    RESENC_M,
+    plans_name="nnUNetResEncUNetXLPlans",
+    planner_name="nnUNetPlannerResEncXL",
+    gpu_memory_target_gb=40.0,
+    reference_memory_gb=40.0,
+    reference_val_3d=3_600_000_000,
+    reference_val_2d=560_000_000,
+)
 
 PRESETS = {"default": DEFAULT, "resenc-m": RESENC_M, "resenc-l": RESENC_L, "resenc-xl": RESENC_XL}
 
@@ -139,8 +168,11 @@ def preset(name: str, gpu_memory_target_gb: float | None = None) -> PlannerSetti
         return settings
     if settings.network_class_name == RESIDUAL_ENCODER_UNET:
         # nnU-Net's M/L/XL planners warn too: their reference values were tuned for one memory size.
-        warnings.warn(f"planner preset {name!r} is tuned for {settings.gpu_memory_target_gb:g} GB; "
-                      f"planning for {gpu_memory_target_gb:g} GB instead", stacklevel=2)
+        warnings.warn(
+            f"planner preset {name!r} is tuned for {settings.gpu_memory_target_gb:g} GB; "
+            f"planning for {gpu_memory_target_gb:g} GB instead",
+            stacklevel=2,
+        )
     return dataclasses.replace(settings, gpu_memory_target_gb=float(gpu_memory_target_gb))
 
 
@@ -151,8 +183,8 @@ def preset(name: str, gpu_memory_target_gb: float | None = None) -> PlannerSetti
 class TraceRecord:
     """One decision of the planner: which step, in which configuration, why, and the numbers."""
 
-    step: str                        # "target_spacing", "transpose", "patch", "shrink", "batch_size", "3d_lowres", ...
-    message: str                     # one readable sentence
+    step: str  # "target_spacing", "transpose", "patch", "shrink", "batch_size", "3d_lowres", ...
+    message: str  # one readable sentence
     configuration: str | None = None  # "2d", "3d_fullres", "3d_lowres" or None for dataset-wide steps
     values: dict = field(default_factory=dict)
 
@@ -176,9 +208,12 @@ def format_explanation(trace: Sequence[TraceRecord]) -> str:
 # --- dataset-wide steps -----------------------------------------------------------------------------
 
 
-def fullres_target_spacing(spacings: np.ndarray, shapes_after_crop: np.ndarray,
-                           anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
-                           trace: list | None = None) -> np.ndarray:
+def fullres_target_spacing(
+    spacings: np.ndarray,
+    shapes_after_crop: np.ndarray,
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
+    trace: list | None = None,
+) -> np.ndarray:
     """The 3d_fullres spacing: the per-axis median, with nnU-Net's rule for thick-slice data.
 
     If the coarsest axis is more than ``anisotropy_threshold`` times coarser than the others *and*
@@ -204,14 +239,26 @@ def fullres_target_spacing(spacings: np.ndarray, shapes_after_crop: np.ndarray,
         tenth = np.percentile(spacings[:, worst], 10)
         if tenth < coarsest_other:
             tenth = max(coarsest_other, tenth) + 1e-5
-        _note(trace, "target_spacing", f"axis {worst} is anisotropic ({target[worst]:.4g} > {anisotropy_threshold:g} x "
-              f"{coarsest_other:.4g}) with few voxels ({median_size[worst]:g} x {anisotropy_threshold:g} < "
-              f"{min(median_size[a] for a in others):g}): its 10th percentile {tenth:.4g} replaces the median "
-              f"{target[worst]:.4g}", axis=worst, median=float(target[worst]), tenth_percentile=float(tenth))
+        _note(
+            trace,
+            "target_spacing",
+            f"axis {worst} is anisotropic ({target[worst]:.4g} > {anisotropy_threshold:g} x "
+            f"{coarsest_other:.4g}) with few voxels ({median_size[worst]:g} x {anisotropy_threshold:g} < "
+            f"{min(median_size[a] for a in others):g}): its 10th percentile {tenth:.4g} replaces the median "
+            f"{target[worst]:.4g}",
+            axis=worst,
+            median=float(target[worst]),
+            tenth_percentile=float(tenth),
+        )
         target[worst] = tenth
     else:
-        _note(trace, "target_spacing", f"median spacing {_fmt(target)} (no axis both {anisotropy_threshold:g}x coarser "
-              f"and {anisotropy_threshold:g}x shorter than the others)", median=target.tolist())
+        _note(
+            trace,
+            "target_spacing",
+            f"median spacing {_fmt(target)} (no axis both {anisotropy_threshold:g}x coarser "
+            f"and {anisotropy_threshold:g}x shorter than the others)",
+            median=target.tolist(),
+        )
     return target
 
 
@@ -229,11 +276,14 @@ def transpose_axes(target_spacing: Sequence[float], suppress: bool = False) -> t
     return forward, backward
 
 
-def median_shape_after_resampling(spacings: np.ndarray, shapes_after_crop: np.ndarray,
-                                  target_spacing: Sequence[float]) -> np.ndarray:
+def median_shape_after_resampling(
+    spacings: np.ndarray, shapes_after_crop: np.ndarray, target_spacing: Sequence[float]
+) -> np.ndarray:
     """Per-axis median of the cases' shapes once resampled to ``target_spacing`` (may end in .5)."""
-    new_shapes = [compute_new_shape(shape, spacing, target_spacing)
-                  for spacing, shape in zip(spacings, shapes_after_crop)]
+    new_shapes = [
+        compute_new_shape(shape, spacing, target_spacing)
+        for spacing, shape in zip(spacings, shapes_after_crop)
+    ]
     return np.median(np.asarray(new_shapes, dtype=np.float64), axis=0)
 
 
@@ -267,15 +317,18 @@ def channel_names(dataset_json: dict) -> list[str]:
     return list(names.values())
 
 
-def normalization_schemes(dataset_json: dict, median_relative_size_after_cropping: float
-                          ) -> tuple[list[str], list[bool]]:
+def normalization_schemes(
+    dataset_json: dict, median_relative_size_after_cropping: float
+) -> tuple[list[str], list[bool]]:
     """``(normalization_schemes, use_mask_for_norm)``, one per channel.
 
     >>> normalization_schemes({"channel_names": {"0": "CT", "1": "T2"}}, 0.5)
     (['CTNormalization', 'ZScoreNormalization'], [False, True])
     """
-    schemes = [NORMALIZATION_BY_CHANNEL_NAME.get(name.casefold(), "ZScoreNormalization")
-               for name in channel_names(dataset_json)]
+    schemes = [
+        NORMALIZATION_BY_CHANNEL_NAME.get(name.casefold(), "ZScoreNormalization")
+        for name in channel_names(dataset_json)
+    ]
     cropped_a_lot = median_relative_size_after_cropping < USE_MASK_MAX_RELATIVE_SIZE
     return schemes, [cropped_a_lot and scheme in SCHEMES_THAT_CAN_USE_MASK for scheme in schemes]
 
@@ -304,8 +357,10 @@ def default_image_reader_writer(dataset_json: dict) -> str:
     for name, endings in READER_WRITERS.items():
         if ending in endings:
             return name
-    raise ValueError(f"no nnU-Net reader for file ending {ending!r}; known: "
-                     f"{', '.join(sorted({e for endings in READER_WRITERS.values() for e in endings}))}")
+    raise ValueError(
+        f"no nnU-Net reader for file ending {ending!r}; known: "
+        f"{', '.join(sorted({e for endings in READER_WRITERS.values() for e in endings}))}"
+    )
 
 
 # --- topology --------------------------------------------------------------------------------------
@@ -315,11 +370,11 @@ def default_image_reader_writer(dataset_json: dict) -> str:
 class Topology:
     """A U-Net's shape for one patch: nnU-Net's ``get_pool_and_conv_props`` result."""
 
-    pools_per_axis: list[int]          # how often each axis is halved
-    strides: list[list[int]]           # per stage; the first is all ones (pool_op_kernel_sizes)
-    kernel_sizes: list[list[int]]      # per stage, 1 or 3 per axis (conv_kernel_sizes)
-    patch_size: list[int]              # the patch, padded up to a multiple of divisible_by
-    divisible_by: list[int]            # 2 ** pools_per_axis
+    pools_per_axis: list[int]  # how often each axis is halved
+    strides: list[list[int]]  # per stage; the first is all ones (pool_op_kernel_sizes)
+    kernel_sizes: list[list[int]]  # per stage, 1 or 3 per axis (conv_kernel_sizes)
+    patch_size: list[int]  # the patch, padded up to a multiple of divisible_by
+    divisible_by: list[int]  # 2 ** pools_per_axis
 
     @property
     def n_stages(self) -> int:
@@ -339,8 +394,12 @@ def pad_shape(shape: Sequence[float], divisible_by: Sequence[int]) -> list[int]:
     return padded
 
 
-def pool_and_conv_props(spacing: Sequence[float], patch_size: Sequence[float], min_feature_map_edge: int = 4,
-                        max_pools: int = 999999) -> Topology:
+def pool_and_conv_props(
+    spacing: Sequence[float],
+    patch_size: Sequence[float],
+    min_feature_map_edge: int = 4,
+    max_pools: int = 999999,
+) -> Topology:
     """How often to halve each axis of ``patch_size``, and the conv kernels per stage.
 
     Each round halves every axis that (a) is at least ``2 * min_feature_map_edge`` long and
@@ -376,8 +435,10 @@ def pool_and_conv_props(spacing: Sequence[float], patch_size: Sequence[float], m
             current_size[a] = np.ceil(current_size[a] / 2)
         strides.append([2 if a in axes else 1 for a in range(dim)])
         kernel_sizes.append(list(kernel))
-    divisible_by = [2 ** p for p in pools]
-    return Topology(pools, strides, kernel_sizes + [[3] * dim], pad_shape(patch_size, divisible_by), divisible_by)
+    divisible_by = [2**p for p in pools]
+    return Topology(
+        pools, strides, kernel_sizes + [[3] * dim], pad_shape(patch_size, divisible_by), divisible_by
+    )
 
 
 def initial_patch_size(spacing: Sequence[float], median_shape: Sequence[float]) -> list[float]:
@@ -389,7 +450,7 @@ def initial_patch_size(spacing: Sequence[float], median_shape: Sequence[float]) 
     [215, 280, 280]
     """
     inverse = 1 / np.asarray(spacing, dtype=np.float64)
-    edge = 256 ** 3 if len(spacing) == 3 else 2048 ** 2
+    edge = 256**3 if len(spacing) == 3 else 2048**2
     aspect = inverse * (edge / np.prod(inverse)) ** (1 / len(spacing))
     return [min(round(a), m) for a, m in zip(aspect, median_shape)]
 
@@ -400,26 +461,31 @@ def features_per_stage(n_stages: int, base_features: int, max_features: int) -> 
     >>> features_per_stage(6, 32, 320)
     [32, 64, 128, 256, 320, 320]
     """
-    return [min(max_features, base_features * 2 ** i) for i in range(n_stages)]
+    return [min(max_features, base_features * 2**i) for i in range(n_stages)]
 
 
 def architecture_plan(topology: Topology, settings: PlannerSettings) -> ArchitecturePlan:
     """The plans' ``architecture`` entry for a topology (nnU-Net's ``architecture_kwargs``)."""
     dim = len(topology.patch_size)
     n = topology.n_stages
-    blocks_key = "n_conv_per_stage" if settings.network_class_name == PLAIN_CONV_UNET else "n_blocks_per_stage"
+    blocks_key = (
+        "n_conv_per_stage" if settings.network_class_name == PLAIN_CONV_UNET else "n_blocks_per_stage"
+    )
     if n > len(settings.blocks_per_stage_encoder):
-        raise ValueError(f"the patch needs {n} stages but the planner lists blocks for only "
-                         f"{len(settings.blocks_per_stage_encoder)}")
+        raise ValueError(
+            f"the patch needs {n} stages but the planner lists blocks for only "
+            f"{len(settings.blocks_per_stage_encoder)}"
+        )
     arch_kwargs = {
         "n_stages": n,
         "features_per_stage": features_per_stage(
-            n, settings.base_features, settings.max_features_3d if dim == 3 else settings.max_features_2d),
+            n, settings.base_features, settings.max_features_3d if dim == 3 else settings.max_features_2d
+        ),
         "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
         "kernel_sizes": [list(k) for k in topology.kernel_sizes],
         "strides": [list(s) for s in topology.strides],
         blocks_key: list(settings.blocks_per_stage_encoder[:n]),
-        "n_conv_per_stage_decoder": list(settings.convs_per_stage_decoder[:n - 1]),
+        "n_conv_per_stage_decoder": list(settings.convs_per_stage_decoder[: n - 1]),
         "conv_bias": True,
         "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
         "norm_op_kwargs": {"eps": 1e-05, "affine": True},
@@ -428,7 +494,9 @@ def architecture_plan(topology: Topology, settings: PlannerSettings) -> Architec
         "nonlin": "torch.nn.LeakyReLU",
         "nonlin_kwargs": {"inplace": True},
     }
-    return ArchitecturePlan(settings.network_class_name, arch_kwargs, ["conv_op", "norm_op", "dropout_op", "nonlin"])
+    return ArchitecturePlan(
+        settings.network_class_name, arch_kwargs, ["conv_op", "norm_op", "dropout_op", "nonlin"]
+    )
 
 
 # --- patch, network and batch size for one configuration ------------------------------------------
@@ -455,7 +523,9 @@ def shrink_is_needed(estimate: int, dim: int, settings: PlannerSettings) -> bool
     budget = memory_budget(dim, settings)
     if settings.shrink_while == SHRINK_WHILE_ESTIMATE_EXCEEDS:
         return estimate > budget
-    return estimate / reference_batch_size(dim, settings) * 2 > budget  # 2: nnU-Net's literal, not min_batch_size
+    return (
+        estimate / reference_batch_size(dim, settings) * 2 > budget
+    )  # 2: nnU-Net's literal, not min_batch_size
 
 
 def shrink_limit(dim: int, settings: PlannerSettings) -> float:
@@ -476,7 +546,9 @@ def axis_to_shrink(patch_size: Sequence[int], median_shape: Sequence[float]) -> 
     return max(a for a in range(len(ratios)) if ratios[a] == max(ratios))
 
 
-def shrink_patch(topology: Topology, axis: int, spacing: Sequence[float], settings: PlannerSettings) -> Topology:
+def shrink_patch(
+    topology: Topology, axis: int, spacing: Sequence[float], settings: PlannerSettings
+) -> Topology:
     """One shrink step along ``axis``, and the topology of the smaller patch.
 
     The step is the divisibility of the patch reduced by the *current* divisibility, so no valid
@@ -491,29 +563,52 @@ def shrink_patch(topology: Topology, axis: int, spacing: Sequence[float], settin
     return pool_and_conv_props(spacing, smaller, settings.min_feature_map_edge)
 
 
-def batch_size_for(estimate: int, patch_size: Sequence[int], n_voxels_dataset: float, dim: int,
-                   settings: PlannerSettings, trace: list | None = None, configuration: str | None = None) -> int:
+def batch_size_for(
+    estimate: int,
+    patch_size: Sequence[int],
+    n_voxels_dataset: float,
+    dim: int,
+    settings: PlannerSettings,
+    trace: list | None = None,
+    configuration: str | None = None,
+) -> int:
     """Fill the budget with patches, at most ``max_dataset_covered`` of the dataset, at least ``min_batch_size``.
 
     Python's ``round`` (halves to even), as nnU-Net: 2.5 gives 2.
     """
     by_memory = round(memory_budget(dim, settings) / estimate * reference_batch_size(dim, settings))
-    by_dataset = round(n_voxels_dataset * settings.max_dataset_covered / np.prod(patch_size, dtype=np.float64))
+    by_dataset = round(
+        n_voxels_dataset * settings.max_dataset_covered / np.prod(patch_size, dtype=np.float64)
+    )
     batch_size = max(min(by_memory, by_dataset), settings.min_batch_size)
-    reason = ("the GPU budget" if by_memory <= by_dataset else
-              f"the {settings.max_dataset_covered:.0%} dataset cap")
+    reason = (
+        "the GPU budget" if by_memory <= by_dataset else f"the {settings.max_dataset_covered:.0%} dataset cap"
+    )
     if batch_size == settings.min_batch_size and min(by_memory, by_dataset) < settings.min_batch_size:
         reason = "the minimum batch size"
-    _note(trace, "batch_size", f"batch size {batch_size}, set by {reason}: the budget fits {by_memory}, "
-          f"{settings.max_dataset_covered:.0%} of the dataset ({n_voxels_dataset:.4g} voxels) is {by_dataset} "
-          f"patches, minimum {settings.min_batch_size}", configuration,
-          batch_size=batch_size, by_memory=by_memory, by_dataset=by_dataset)
+    _note(
+        trace,
+        "batch_size",
+        f"batch size {batch_size}, set by {reason}: the budget fits {by_memory}, "
+        f"{settings.max_dataset_covered:.0%} of the dataset ({n_voxels_dataset:.4g} voxels) is {by_dataset} "
+        f"patches, minimum {settings.min_batch_size}",
+        configuration,
+        batch_size=batch_size,
+        by_memory=by_memory,
+        by_dataset=by_dataset,
+    )
     return batch_size
 
 
-def plan_configuration(spacing: Sequence[float], median_shape: Sequence[float], n_voxels_dataset: float,
-                       num_classes: int, settings: PlannerSettings, trace: list | None = None,
-                       configuration: str | None = None) -> tuple[Topology, ArchitecturePlan, int]:
+def plan_configuration(
+    spacing: Sequence[float],
+    median_shape: Sequence[float],
+    n_voxels_dataset: float,
+    num_classes: int,
+    settings: PlannerSettings,
+    trace: list | None = None,
+    configuration: str | None = None,
+) -> tuple[Topology, ArchitecturePlan, int]:
     """Patch, network and batch size for one configuration (nnU-Net's ``get_plans_for_configuration``).
 
     Args:
@@ -531,23 +626,43 @@ def plan_configuration(spacing: Sequence[float], median_shape: Sequence[float], 
     initial = initial_patch_size(spacing, median_shape)
     topology = pool_and_conv_props(spacing, initial, settings.min_feature_map_edge)
     architecture = architecture_plan(topology, settings)
-    estimate = conv_feature_map_size(architecture.network_class_name, architecture.arch_kwargs,
-                                     topology.patch_size, num_classes)
+    estimate = conv_feature_map_size(
+        architecture.network_class_name, architecture.arch_kwargs, topology.patch_size, num_classes
+    )
     limit = shrink_limit(dim, settings)
-    _note(trace, "patch", f"median image {_fmt(median_shape)} at spacing {_fmt(spacing)}: start from patch "
-          f"{_fmt(initial)}, padded to {_fmt(topology.patch_size)} ({topology.n_stages} stages, pools per axis "
-          f"{topology.pools_per_axis}); estimate {estimate:,} vs limit {limit:,.0f}", configuration,
-          initial_patch_size=initial, patch_size=topology.patch_size, estimate=estimate, limit=limit)
+    _note(
+        trace,
+        "patch",
+        f"median image {_fmt(median_shape)} at spacing {_fmt(spacing)}: start from patch "
+        f"{_fmt(initial)}, padded to {_fmt(topology.patch_size)} ({topology.n_stages} stages, pools per axis "
+        f"{topology.pools_per_axis}); estimate {estimate:,} vs limit {limit:,.0f}",
+        configuration,
+        initial_patch_size=initial,
+        patch_size=topology.patch_size,
+        estimate=estimate,
+        limit=limit,
+    )
     while shrink_is_needed(estimate, dim, settings):
         axis = axis_to_shrink(topology.patch_size, median_shape)
         topology = shrink_patch(topology, axis, spacing, settings)
         architecture = architecture_plan(topology, settings)
-        estimate = conv_feature_map_size(architecture.network_class_name, architecture.arch_kwargs,
-                                         topology.patch_size, num_classes)
-        _note(trace, "shrink", f"axis {axis} -> patch {_fmt(topology.patch_size)}, {topology.n_stages} stages, "
-              f"estimate {estimate:,} vs limit {limit:,.0f}", configuration,
-              axis=axis, patch_size=topology.patch_size, n_stages=topology.n_stages, estimate=estimate)
-    batch_size = batch_size_for(estimate, topology.patch_size, n_voxels_dataset, dim, settings, trace, configuration)
+        estimate = conv_feature_map_size(
+            architecture.network_class_name, architecture.arch_kwargs, topology.patch_size, num_classes
+        )
+        _note(
+            trace,
+            "shrink",
+            f"axis {axis} -> patch {_fmt(topology.patch_size)}, {topology.n_stages} stages, "
+            f"estimate {estimate:,} vs limit {limit:,.0f}",
+            configuration,
+            axis=axis,
+            patch_size=topology.patch_size,
+            n_stages=topology.n_stages,
+            estimate=estimate,
+        )
+    batch_size = batch_size_for(
+        estimate, topology.patch_size, n_voxels_dataset, dim, settings, trace, configuration
+    )
     return topology, architecture, batch_size
 
 
@@ -568,33 +683,53 @@ def _check_inputs(fingerprint: dict, dataset_json: dict) -> tuple[np.ndarray, np
     spacings = np.asarray(fingerprint["spacings"], dtype=np.float64)
     shapes = np.asarray(fingerprint["shapes_after_crop"], dtype=np.float64)
     if spacings.ndim != 2 or spacings.shape[1] != 3 or spacings.shape != shapes.shape or len(spacings) == 0:
-        raise ValueError(f"the fingerprint needs one 3-axis spacing and shape per case; got spacings "
-                         f"{spacings.shape} and shapes_after_crop {shapes.shape}")
+        raise ValueError(
+            f"the fingerprint needs one 3-axis spacing and shape per case; got spacings "
+            f"{spacings.shape} and shapes_after_crop {shapes.shape}"
+        )
     if (spacings <= 0).any():
         raise ValueError("the fingerprint has a spacing <= 0")
     return spacings, shapes
 
 
-def _configuration(name: str, found: tuple[Topology, ArchitecturePlan, int], median_shape, spacing,
-                   settings: PlannerSettings, normalization: tuple[list[str], list[bool]]) -> ConfigurationPlan:
+def _configuration(
+    name: str,
+    found: tuple[Topology, ArchitecturePlan, int],
+    median_shape,
+    spacing,
+    settings: PlannerSettings,
+    normalization: tuple[list[str], list[bool]],
+) -> ConfigurationPlan:
     """A configuration's plans entry from what ``plan_configuration`` found."""
     topology, architecture, batch_size = found
     return ConfigurationPlan(
-        data_identifier=settings.data_identifier(name), preprocessor_name=settings.preprocessor_name,
-        batch_size=int(batch_size), patch_size=list(topology.patch_size),
+        data_identifier=settings.data_identifier(name),
+        preprocessor_name=settings.preprocessor_name,
+        batch_size=int(batch_size),
+        patch_size=list(topology.patch_size),
         median_image_size_in_voxels=[m.item() if isinstance(m, np.generic) else m for m in median_shape],
         spacing=[float(s) for s in spacing],
-        normalization_schemes=list(normalization[0]), use_mask_for_norm=list(normalization[1]),
-        resampling_fn_data=RESAMPLING_FUNCTION, resampling_fn_seg=RESAMPLING_FUNCTION,
-        resampling_fn_data_kwargs=dict(RESAMPLING_DATA_KWARGS), resampling_fn_seg_kwargs=dict(RESAMPLING_SEG_KWARGS),
+        normalization_schemes=list(normalization[0]),
+        use_mask_for_norm=list(normalization[1]),
+        resampling_fn_data=RESAMPLING_FUNCTION,
+        resampling_fn_seg=RESAMPLING_FUNCTION,
+        resampling_fn_data_kwargs=dict(RESAMPLING_DATA_KWARGS),
+        resampling_fn_seg_kwargs=dict(RESAMPLING_SEG_KWARGS),
         resampling_fn_probabilities=RESAMPLING_FUNCTION,
         resampling_fn_probabilities_kwargs=dict(RESAMPLING_PROBABILITIES_KWARGS),
-        architecture=architecture)
+        architecture=architecture,
+    )
 
 
-def plan_lowres(fullres_spacing: np.ndarray, median_shape: np.ndarray, fullres_patch: Sequence[int],
-                num_training: int, num_classes: int, settings: PlannerSettings, trace: list | None = None
-                ) -> tuple[np.ndarray, list[int], tuple[Topology, ArchitecturePlan, int]] | None:
+def plan_lowres(
+    fullres_spacing: np.ndarray,
+    median_shape: np.ndarray,
+    fullres_patch: Sequence[int],
+    num_training: int,
+    num_classes: int,
+    settings: PlannerSettings,
+    trace: list | None = None,
+) -> tuple[np.ndarray, list[int], tuple[Topology, ArchitecturePlan, int]] | None:
     """The 3d_lowres configuration, or None when the fullres patch already covers enough of the image.
 
     While the patch covers less than ``lowres_creation_threshold`` of the median image, coarsen the
@@ -608,8 +743,13 @@ def plan_lowres(fullres_spacing: np.ndarray, median_shape: np.ndarray, fullres_p
     full_voxels = np.prod(median_shape, dtype=np.float64)
     median_voxels, patch_voxels = full_voxels, np.prod(fullres_patch, dtype=np.float64)
     if patch_voxels / median_voxels >= settings.lowres_creation_threshold:
-        _note(trace, "3d_lowres", f"not needed: the fullres patch covers {patch_voxels / median_voxels:.1%} of the "
-              f"median image (threshold {settings.lowres_creation_threshold:.0%})", "3d_lowres")
+        _note(
+            trace,
+            "3d_lowres",
+            f"not needed: the fullres patch covers {patch_voxels / median_voxels:.1%} of the "
+            f"median image (threshold {settings.lowres_creation_threshold:.0%})",
+            "3d_lowres",
+        )
         return None
     lowres_spacing, tries = np.array(fullres_spacing, dtype=np.float64), 0
     while patch_voxels / median_voxels < settings.lowres_creation_threshold:
@@ -619,35 +759,75 @@ def plan_lowres(fullres_spacing: np.ndarray, median_shape: np.ndarray, fullres_p
         scaled = fullres_spacing / lowres_spacing * median_shape
         median_voxels, lowres_median = np.prod(scaled, dtype=np.float64), [round(s) for s in scaled]
         attempt_trace = [] if trace is not None else None  # only the last attempt's steps are kept
-        found = plan_configuration(lowres_spacing, lowres_median, float(median_voxels * num_training), num_classes,
-                                   settings, attempt_trace, "3d_lowres")
+        found = plan_configuration(
+            lowres_spacing,
+            lowres_median,
+            float(median_voxels * num_training),
+            num_classes,
+            settings,
+            attempt_trace,
+            "3d_lowres",
+        )
         patch_voxels = np.prod(found[0].patch_size, dtype=np.int64)
-        _note(trace, "3d_lowres", f"try {tries}: spacing {_fmt(lowres_spacing)}, median {_fmt(lowres_median)}, "
-              f"patch {_fmt(found[0].patch_size)} covers {patch_voxels / median_voxels:.1%}", "3d_lowres",
-              spacing=lowres_spacing.tolist(), median_shape=lowres_median, patch_size=found[0].patch_size)
+        _note(
+            trace,
+            "3d_lowres",
+            f"try {tries}: spacing {_fmt(lowres_spacing)}, median {_fmt(lowres_median)}, "
+            f"patch {_fmt(found[0].patch_size)} covers {patch_voxels / median_voxels:.1%}",
+            "3d_lowres",
+            spacing=lowres_spacing.tolist(),
+            median_shape=lowres_median,
+            patch_size=found[0].patch_size,
+        )
     ratio = float(full_voxels / median_voxels)
     if ratio < 2:
-        _note(trace, "3d_lowres", f"dropped: the lowres median image is only {ratio:.2f}x smaller than the "
-              "fullres one (needs 2x)", "3d_lowres", size_ratio=ratio)
+        _note(
+            trace,
+            "3d_lowres",
+            f"dropped: the lowres median image is only {ratio:.2f}x smaller than the fullres one (needs 2x)",
+            "3d_lowres",
+            size_ratio=ratio,
+        )
         return None
     if trace is not None:
         trace.extend(attempt_trace)
-    _note(trace, "3d_lowres", f"kept after {tries} tries: {ratio:.2f}x fewer voxels than fullres; "
-          "3d_cascade_fullres refines its output", "3d_lowres", size_ratio=ratio)
+    _note(
+        trace,
+        "3d_lowres",
+        f"kept after {tries} tries: {ratio:.2f}x fewer voxels than fullres; "
+        "3d_cascade_fullres refines its output",
+        "3d_lowres",
+        size_ratio=ratio,
+    )
     return lowres_spacing, lowres_median, found
 
 
-def _plan_3d(spacing: np.ndarray, median_shape: np.ndarray, n_voxels_dataset: float, num_training: int,
-             num_classes: int, settings: PlannerSettings, normalization, trace: list | None
-             ) -> dict[str, ConfigurationPlan]:
+def _plan_3d(
+    spacing: np.ndarray,
+    median_shape: np.ndarray,
+    n_voxels_dataset: float,
+    num_training: int,
+    num_classes: int,
+    settings: PlannerSettings,
+    normalization,
+    trace: list | None,
+) -> dict[str, ConfigurationPlan]:
     """3d_fullres, and 3d_lowres + 3d_cascade_fullres when needed (in the plans' order)."""
-    found = plan_configuration(spacing, median_shape, n_voxels_dataset, num_classes, settings, trace, "3d_fullres")
+    found = plan_configuration(
+        spacing, median_shape, n_voxels_dataset, num_classes, settings, trace, "3d_fullres"
+    )
     fullres = _configuration("3d_fullres", found, median_shape, spacing, settings, normalization)
-    lowres_found = plan_lowres(spacing, median_shape, fullres.patch_size, num_training, num_classes, settings, trace)
+    lowres_found = plan_lowres(
+        spacing, median_shape, fullres.patch_size, num_training, num_classes, settings, trace
+    )
     # nnU-Net's rule: fullres computes Dice over the whole batch exactly when a lowres stage exists.
     fullres.batch_dice = lowres_found is not None
-    _note(trace, "batch_dice", f"batch_dice {fullres.batch_dice}" + (" (3d_lowres has it False)" if lowres_found
-                                                                      else ""), "3d_fullres")
+    _note(
+        trace,
+        "batch_dice",
+        f"batch_dice {fullres.batch_dice}" + (" (3d_lowres has it False)" if lowres_found else ""),
+        "3d_fullres",
+    )
     if lowres_found is None:
         return {"3d_fullres": fullres}
     lowres_spacing, lowres_median, found = lowres_found
@@ -657,9 +837,15 @@ def _plan_3d(spacing: np.ndarray, median_shape: np.ndarray, n_voxels_dataset: fl
     return {"3d_lowres": lowres, "3d_fullres": fullres, "3d_cascade_fullres": cascade}
 
 
-def plan(fingerprint: dict, dataset_json: dict, settings: PlannerSettings = DEFAULT, *,
-         dataset_name: str | None = None, image_reader_writer: str | None = None,
-         trace: list | None = None) -> Plans:
+def plan(
+    fingerprint: dict,
+    dataset_json: dict,
+    settings: PlannerSettings = DEFAULT,
+    *,
+    dataset_name: str | None = None,
+    image_reader_writer: str | None = None,
+    trace: list | None = None,
+) -> Plans:
     """nnU-Net v2's plans for a dataset, from its fingerprint and dataset.json (no disk access).
 
     Args:
@@ -687,24 +873,41 @@ def plan(fingerprint: dict, dataset_json: dict, settings: PlannerSettings = DEFA
     else:
         target = fullres_target_spacing(spacings, shapes, settings.anisotropy_threshold, trace)
     forward, backward = transpose_axes(target, settings.suppress_transpose)
-    _note(trace, "transpose", f"transpose_forward {forward}: axis {forward[0]} (the coarsest, or the first of "
-          "equals) goes first", forward=forward)
+    _note(
+        trace,
+        "transpose",
+        f"transpose_forward {forward}: axis {forward[0]} (the coarsest, or the first of equals) goes first",
+        forward=forward,
+    )
     spacing, median_shape = target[forward], median_shape_after_resampling(spacings, shapes, target)[forward]
     n_voxels_dataset = float(np.prod(median_shape, dtype=np.float64) * num_training)
-    _note(trace, "median_shape", f"median image at the target spacing {_fmt(median_shape)}; x {num_training} cases "
-          f"= {n_voxels_dataset:.4g} voxels", median_shape=median_shape.tolist(), n_voxels_dataset=n_voxels_dataset)
+    _note(
+        trace,
+        "median_shape",
+        f"median image at the target spacing {_fmt(median_shape)}; x {num_training} cases "
+        f"= {n_voxels_dataset:.4g} voxels",
+        median_shape=median_shape.tolist(),
+        n_voxels_dataset=n_voxels_dataset,
+    )
     relative_size = fingerprint["median_relative_size_after_cropping"]
     normalization = normalization_schemes(dataset_json, relative_size)
-    _note(trace, "normalization", f"{normalization[0]}, inside the nonzero mask: {normalization[1]} (median size "
-          f"after cropping {relative_size:.3g} of the image; the mask is used below {USE_MASK_MAX_RELATIVE_SIZE})")
+    _note(
+        trace,
+        "normalization",
+        f"{normalization[0]}, inside the nonzero mask: {normalization[1]} (median size "
+        f"after cropping {relative_size:.3g} of the image; the mask is used below {USE_MASK_MAX_RELATIVE_SIZE})",
+    )
 
     three_d = {}
     if median_shape[0] != 1:
-        three_d = _plan_3d(spacing, median_shape, n_voxels_dataset, num_training, num_classes, settings,
-                           normalization, trace)
+        three_d = _plan_3d(
+            spacing, median_shape, n_voxels_dataset, num_training, num_classes, settings, normalization, trace
+        )
     else:
         _note(trace, "3d_fullres", "no 3D configurations: the median image has one slice", "3d_fullres")
-    found = plan_configuration(spacing[1:], median_shape[1:], n_voxels_dataset, num_classes, settings, trace, "2d")
+    found = plan_configuration(
+        spacing[1:], median_shape[1:], n_voxels_dataset, num_classes, settings, trace, "2d"
+    )
     two_d = _configuration("2d", found, median_shape[1:], spacing[1:], settings, normalization)
     two_d.batch_dice = True
     return Plans(
@@ -713,17 +916,20 @@ def plan(fingerprint: dict, dataset_json: dict, settings: PlannerSettings = DEFA
         original_median_spacing_after_transp=[float(s) for s in np.median(spacings, axis=0)[forward]],
         original_median_shape_after_transp=[int(round(s)) for s in np.median(shapes, axis=0)[forward]],
         image_reader_writer=image_reader_writer or default_image_reader_writer(dataset_json),
-        transpose_forward=forward, transpose_backward=backward,
+        transpose_forward=forward,
+        transpose_backward=backward,
         configurations={"2d": two_d, **three_d},
         experiment_planner_used=settings.planner_name,
         label_manager="LabelManager",
         foreground_intensity_properties_per_channel=copy.deepcopy(
-            fingerprint.get("foreground_intensity_properties_per_channel", {})),
+            fingerprint.get("foreground_intensity_properties_per_channel", {})
+        ),
     )
 
 
-def explain(fingerprint: dict, dataset_json: dict, settings: PlannerSettings = DEFAULT, **plan_kwargs
-            ) -> list[TraceRecord]:
+def explain(
+    fingerprint: dict, dataset_json: dict, settings: PlannerSettings = DEFAULT, **plan_kwargs
+) -> list[TraceRecord]:
     """The planner's decisions for a dataset, in order (``plan`` run with a trace).
 
     >>> fingerprint = {"spacings": [[1.0, 1.0, 1.0]] * 260, "shapes_after_crop": [[36, 50, 35]] * 260,
@@ -738,209 +944,7 @@ def explain(fingerprint: dict, dataset_json: dict, settings: PlannerSettings = D
     return trace
 
 
-# --- the plans file --------------------------------------------------------------------------------
-
-
-def _take(data: dict, keys: Sequence[str]) -> tuple[dict, dict]:
-    """Split ``data`` into the known ``keys`` and everything else (kept for the round trip)."""
-    return {k: data[k] for k in keys if k in data}, {k: v for k, v in data.items() if k not in keys}
-
-
-@dataclass
-class ArchitecturePlan:
-    """A configuration's network: the class and its constructor arguments (``architecture``)."""
-
-    network_class_name: str                      # dotted, e.g. network.PLAIN_CONV_UNET
-    arch_kwargs: dict                            # n_stages, features_per_stage, kernel_sizes, strides, ...
-    kw_requires_import: list[str] = field(default_factory=list)  # "_kw_requires_import": values that are dotted names
-    extra: dict = field(default_factory=dict)    # unknown keys, kept
-
-    @property
-    def n_stages(self) -> int:
-        return self.arch_kwargs["n_stages"]
-
-    @property
-    def features_per_stage(self) -> list[int]:
-        return self.arch_kwargs["features_per_stage"]
-
-    @property
-    def kernel_sizes(self) -> list[list[int]]:
-        return self.arch_kwargs["kernel_sizes"]
-
-    @property
-    def strides(self) -> list[list[int]]:
-        return self.arch_kwargs["strides"]
-
-    @property
-    def blocks_per_stage(self) -> list[int]:
-        """Convs per encoder stage (plain U-Net) or residual blocks per stage (ResEnc)."""
-        return self.arch_kwargs.get("n_conv_per_stage", self.arch_kwargs.get("n_blocks_per_stage"))
-
-    @property
-    def n_conv_per_stage_decoder(self) -> list[int]:
-        return self.arch_kwargs["n_conv_per_stage_decoder"]
-
-    @classmethod
-    def from_json(cls, data: dict) -> ArchitecturePlan:
-        known, extra = _take(data, ("network_class_name", "arch_kwargs", "_kw_requires_import"))
-        if "network_class_name" not in known or "arch_kwargs" not in known:
-            raise ValueError("an architecture needs network_class_name and arch_kwargs")
-        return cls(known["network_class_name"], copy.deepcopy(known["arch_kwargs"]),
-                   list(known.get("_kw_requires_import", [])), copy.deepcopy(extra))
-
-    def to_json(self) -> dict:
-        return {"network_class_name": self.network_class_name, "arch_kwargs": copy.deepcopy(self.arch_kwargs),
-                "_kw_requires_import": list(self.kw_requires_import), **copy.deepcopy(self.extra)}
-
-
-# A configuration's keys in nnU-Net's order; a field left None is not written.
-_CONFIGURATION_KEYS = (
-    "inherits_from", "data_identifier", "preprocessor_name", "batch_size", "patch_size",
-    "median_image_size_in_voxels", "spacing", "normalization_schemes", "use_mask_for_norm",
-    "resampling_fn_data", "resampling_fn_seg", "resampling_fn_data_kwargs", "resampling_fn_seg_kwargs",
-    "resampling_fn_probabilities", "resampling_fn_probabilities_kwargs", "architecture", "batch_dice",
-    "previous_stage", "next_stage",
-)
-# What a configuration needs once its inherits_from chain is resolved.
-_REQUIRED_CONFIGURATION_KEYS = ("data_identifier", "batch_size", "patch_size", "spacing", "normalization_schemes",
-                                "use_mask_for_norm", "architecture")
-
-
-@dataclass
-class ConfigurationPlan:
-    """One configuration of the plans (``configurations[name]``), spacing and sizes in transposed order.
-
-    Every field may be None in a configuration that ``inherits_from`` another (such as
-    ``3d_cascade_fullres``); ``Plans.configuration(name)`` returns it resolved.
-    """
-
-    inherits_from: str | None = None             # the configuration this one overrides
-    data_identifier: str | None = None           # preprocessed data folder name
-    preprocessor_name: str | None = None
-    batch_size: int | None = None
-    patch_size: list[int] | None = None          # (Z, Y, X) or (Y, X)
-    median_image_size_in_voxels: list[float] | None = None
-    spacing: list[float] | None = None           # target spacing, mm
-    normalization_schemes: list[str] | None = None  # per channel
-    use_mask_for_norm: list[bool] | None = None  # per channel
-    resampling_fn_data: str | None = None
-    resampling_fn_seg: str | None = None
-    resampling_fn_data_kwargs: dict | None = None
-    resampling_fn_seg_kwargs: dict | None = None
-    resampling_fn_probabilities: str | None = None
-    resampling_fn_probabilities_kwargs: dict | None = None
-    architecture: ArchitecturePlan | None = None
-    batch_dice: bool | None = None               # Dice over the whole batch rather than per sample
-    previous_stage: str | None = None            # cascade: the configuration whose predictions are an input
-    next_stage: str | list[str] | None = None    # cascade: the configuration(s) refining this one's output
-    extra: dict = field(default_factory=dict)    # unknown keys, kept
-
-    @property
-    def next_stage_names(self) -> list[str]:
-        if self.next_stage is None:
-            return []
-        return [self.next_stage] if isinstance(self.next_stage, str) else list(self.next_stage)
-
-    @property
-    def dimension(self) -> int:
-        return len(self.patch_size)
-
-    @classmethod
-    def from_json(cls, data: dict) -> ConfigurationPlan:
-        known, extra = _take(copy.deepcopy(data), _CONFIGURATION_KEYS)
-        if known.get("architecture") is not None:
-            known["architecture"] = ArchitecturePlan.from_json(known["architecture"])
-        return cls(**known, extra=extra)
-
-    def to_json(self) -> dict:
-        out = {}
-        for key in _CONFIGURATION_KEYS:
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value.to_json() if isinstance(value, ArchitecturePlan) else copy.deepcopy(value)
-        return {**out, **copy.deepcopy(self.extra)}
-
-
-_PLANS_KEYS = (
-    "dataset_name", "plans_name", "original_median_spacing_after_transp", "original_median_shape_after_transp",
-    "image_reader_writer", "transpose_forward", "transpose_backward", "configurations", "experiment_planner_used",
-    "label_manager", "foreground_intensity_properties_per_channel",
-)
-_REQUIRED_PLANS_KEYS = ("plans_name", "transpose_forward", "transpose_backward", "configurations")
-
-
-@dataclass
-class Plans:
-    """nnU-Net's ``nnUNetPlans.json`` as a dataclass: ``Plans.from_json(d).to_json() == d``."""
-
-    dataset_name: str
-    plans_name: str
-    original_median_spacing_after_transp: list[float]
-    original_median_shape_after_transp: list[int]
-    image_reader_writer: str                     # nnU-Net reader class name, e.g. "SimpleITKIO"
-    transpose_forward: list[int]                 # reader axis order -> planning order (coarsest axis first)
-    transpose_backward: list[int]                # and back
-    configurations: dict[str, ConfigurationPlan]  # as stored: inherits_from unresolved
-    experiment_planner_used: str
-    label_manager: str
-    foreground_intensity_properties_per_channel: dict  # the fingerprint's, per channel "0", "1", ...
-    extra: dict = field(default_factory=dict)    # unknown keys, kept
-
-    @property
-    def configuration_names(self) -> list[str]:
-        return list(self.configurations)
-
-    def inheritance_chain(self, name: str) -> list[str]:
-        """``[name, its parent, ...]`` along ``inherits_from``; a cycle or a missing parent is an error."""
-        chain = []
-        while name is not None:
-            if name not in self.configurations:
-                inherited = f" (inherits_from of {chain[-1]!r})" if chain else ""
-                raise ValueError(f"configuration {name!r}{inherited} is not in the plans; "
-                                 f"available: {', '.join(self.configurations) or 'none'}")
-            if name in chain:
-                raise ValueError(f"inherits_from forms a cycle: {' -> '.join(chain + [name])}")
-            chain.append(name)
-            name = self.configurations[name].inherits_from
-        return chain
-
-    def configuration(self, name: str) -> ConfigurationPlan:
-        """A configuration with ``inherits_from`` resolved: the parent's keys, overridden by the child's."""
-        merged: dict[str, Any] = {}
-        for ancestor in reversed(self.inheritance_chain(name)):
-            merged.update(self.configurations[ancestor].to_json())
-        missing = [key for key in _REQUIRED_CONFIGURATION_KEYS if key not in merged]
-        if missing:
-            raise ValueError(f"configuration {name!r} has no {', '.join(missing)} (not even inherited)")
-        return ConfigurationPlan.from_json(merged)
-
-    @classmethod
-    def from_json(cls, data: dict) -> Plans:
-        missing = [key for key in _REQUIRED_PLANS_KEYS if key not in data]
-        if missing:
-            raise ValueError(f"not nnU-Net plans: no {', '.join(missing)}")
-        known, extra = _take(copy.deepcopy(data), _PLANS_KEYS)
-        known["configurations"] = {name: ConfigurationPlan.from_json(c) for name, c in known["configurations"].items()}
-        values = {key: known.get(key) for key in _PLANS_KEYS}
-        return cls(**values, extra=extra)
-
-    def to_json(self) -> dict:
-        out = {}
-        for key in _PLANS_KEYS:
-            value = getattr(self, key)
-            if key == "configurations":
-                value = {name: c.to_json() for name, c in value.items()}
-            if value is not None:
-                out[key] = copy.deepcopy(value)
-        return {**out, **copy.deepcopy(self.extra)}
-
-
-def keep_custom_configurations(new: Plans, old: Plans) -> Plans:
-    """``new`` plus the configurations only ``old`` has, as nnU-Net keeps hand-added ones when it replans."""
-    merged = copy.deepcopy(new)
-    for name, configuration in old.configurations.items():
-        merged.configurations.setdefault(name, copy.deepcopy(configuration))
-    return merged
+# --- the plans, summarised ------------------------------------------------------------------------
 
 
 def summary_lines(plans: Plans, kept: Sequence[str] = ()) -> list[str]:
@@ -966,22 +970,15 @@ def summary_lines(plans: Plans, kept: Sequence[str] = ()) -> list[str]:
         except ValueError as e:
             rows.append((name, "?", "?", "?", "?", "; ".join(notes + [str(e)])))
             continue
-        rows.append((name, " x ".join(map(str, c.patch_size)), str(c.batch_size),
-                     " x ".join(f"{s:.4g}" for s in c.spacing), str(c.architecture.n_stages), ", ".join(notes)))
+        rows.append(
+            (
+                name,
+                " x ".join(map(str, c.patch_size)),
+                str(c.batch_size),
+                " x ".join(f"{s:.4g}" for s in c.spacing),
+                str(c.architecture.n_stages),
+                ", ".join(notes),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths + [0])).rstrip() for row in rows]
-
-
-def load_plans(path: str | os.PathLike) -> Plans:
-    """Read a plans JSON (nnU-Net's or ours)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no plans file; plan the dataset first")
-    try:
-        return Plans.from_json(load_json(path))
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-
-
-def save_plans(plans: Plans, path: str | os.PathLike) -> None:
-    """Write the plans as nnU-Net does (key order kept, indent 4), atomically."""
-    atomic_write_json(path, plans.to_json(), sort_keys=False, indent=4)

@@ -22,10 +22,11 @@ import pickle
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy.ndimage import binary_fill_holes
@@ -34,7 +35,7 @@ from nnseg_nb import io
 from nnseg_nb.dataset import Case, find_cases, load_dataset_json
 from nnseg_nb.parallel import map_in_processes
 from nnseg_nb.paths import find_dataset, preprocessed_root
-from nnseg_nb.planning import ConfigurationPlan, Plans, load_plans
+from nnseg_nb.plans import ConfigurationPlan, Plans, as_plans  # noqa: F401  (as_plans re-exported)
 from nnseg_nb.resampling import RESAMPLING_FUNCTIONS, compute_new_shape
 from nnseg_nb.utils import atomic_save_npy, atomic_write_bytes, load_json, to_builtin
 
@@ -78,7 +79,9 @@ def bounding_box(mask: np.ndarray) -> list[list[int]]:
     return box
 
 
-def crop_to_nonzero(data: np.ndarray, seg: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+def crop_to_nonzero(
+    data: np.ndarray, seg: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
     """Crop image and label map to the bounding box of the nonzero mask.
 
     Args:
@@ -108,8 +111,12 @@ def crop_to_nonzero(data: np.ndarray, seg: np.ndarray | None = None) -> tuple[np
 # nonzero mask) and returns the channel as float32. The input may be modified in place.
 
 
-def zscore_normalization(image: np.ndarray, seg: np.ndarray | None = None, use_mask_for_norm: bool = False,
-                         intensity_properties: dict | None = None) -> np.ndarray:
+def zscore_normalization(
+    image: np.ndarray,
+    seg: np.ndarray | None = None,
+    use_mask_for_norm: bool = False,
+    intensity_properties: dict | None = None,
+) -> np.ndarray:
     """``(x - mean) / std`` of this image; with ``use_mask_for_norm`` only inside the mask (``seg >= 0``).
 
     Outside the mask the voxels keep their value (0: the mask is the nonzero region).
@@ -120,7 +127,9 @@ def zscore_normalization(image: np.ndarray, seg: np.ndarray | None = None, use_m
     image = image.astype(np.float32, copy=False)
     if use_mask_for_norm:
         if seg is None:
-            raise ValueError("ZScoreNormalization with use_mask_for_norm needs the label map (mask = seg >= 0)")
+            raise ValueError(
+                "ZScoreNormalization with use_mask_for_norm needs the label map (mask = seg >= 0)"
+            )
         inside = seg >= 0
         mean, std = image[inside].mean(), image[inside].std()
         image[inside] = (image[inside] - mean) / max(std, EPS)
@@ -131,8 +140,12 @@ def zscore_normalization(image: np.ndarray, seg: np.ndarray | None = None, use_m
     return image
 
 
-def ct_normalization(image: np.ndarray, seg: np.ndarray | None = None, use_mask_for_norm: bool = False,
-                     intensity_properties: dict | None = None) -> np.ndarray:
+def ct_normalization(
+    image: np.ndarray,
+    seg: np.ndarray | None = None,
+    use_mask_for_norm: bool = False,
+    intensity_properties: dict | None = None,
+) -> np.ndarray:
     """Clip to the dataset's foreground 0.5/99.5 percentiles, then ``(x - mean) / std`` of the foreground.
 
     The numbers are the fingerprint's, the same for every case; the mask is never used.
@@ -142,22 +155,34 @@ def ct_normalization(image: np.ndarray, seg: np.ndarray | None = None, use_mask_
     array([-7.,  0.,  8.], dtype=float32)
     """
     if not intensity_properties:
-        raise ValueError("CTNormalization needs the fingerprint's foreground intensity properties of the channel")
+        raise ValueError(
+            "CTNormalization needs the fingerprint's foreground intensity properties of the channel"
+        )
     image = image.astype(np.float32, copy=False)
-    np.clip(image, intensity_properties["percentile_00_5"], intensity_properties["percentile_99_5"], out=image)
+    np.clip(
+        image, intensity_properties["percentile_00_5"], intensity_properties["percentile_99_5"], out=image
+    )
     image -= intensity_properties["mean"]
     image /= max(intensity_properties["std"], EPS)
     return image
 
 
-def no_normalization(image: np.ndarray, seg: np.ndarray | None = None, use_mask_for_norm: bool = False,
-                     intensity_properties: dict | None = None) -> np.ndarray:
+def no_normalization(
+    image: np.ndarray,
+    seg: np.ndarray | None = None,
+    use_mask_for_norm: bool = False,
+    intensity_properties: dict | None = None,
+) -> np.ndarray:
     """Only cast to float32."""
     return image.astype(np.float32, copy=False)
 
 
-def rescale_to_01_normalization(image: np.ndarray, seg: np.ndarray | None = None, use_mask_for_norm: bool = False,
-                                intensity_properties: dict | None = None) -> np.ndarray:
+def rescale_to_01_normalization(
+    image: np.ndarray,
+    seg: np.ndarray | None = None,
+    use_mask_for_norm: bool = False,
+    intensity_properties: dict | None = None,
+) -> np.ndarray:
     """``(x - min) / (max - min)`` of this image.
 
     >>> rescale_to_01_normalization(np.array([2., 4., 6.], np.float32))
@@ -169,8 +194,12 @@ def rescale_to_01_normalization(image: np.ndarray, seg: np.ndarray | None = None
     return image
 
 
-def rgb_to_01_normalization(image: np.ndarray, seg: np.ndarray | None = None, use_mask_for_norm: bool = False,
-                            intensity_properties: dict | None = None) -> np.ndarray:
+def rgb_to_01_normalization(
+    image: np.ndarray,
+    seg: np.ndarray | None = None,
+    use_mask_for_norm: bool = False,
+    intensity_properties: dict | None = None,
+) -> np.ndarray:
     """``x / 255`` for 8-bit colour channels (values outside 0..255 are an error)."""
     if image.min() < 0 or image.max() > 255:
         raise ValueError(f"RGBTo01Normalization expects values in 0..255, found {image.min()}..{image.max()}")
@@ -188,22 +217,32 @@ NORMALIZATION_SCHEMES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def normalize(data: np.ndarray, seg: np.ndarray, schemes: Sequence[str], use_mask_for_norm: Sequence[bool],
-              intensity_properties: dict | None = None) -> np.ndarray:
+def normalize(
+    data: np.ndarray,
+    seg: np.ndarray,
+    schemes: Sequence[str],
+    use_mask_for_norm: Sequence[bool],
+    intensity_properties: dict | None = None,
+) -> np.ndarray:
     """Normalize each channel of ``data`` (C, Z, Y, X) in place with its scheme; ``seg`` is (1, Z, Y, X).
 
     ``intensity_properties`` is the fingerprint's ``foreground_intensity_properties_per_channel``
     (keys ``"0"``, ``"1"``, ...), needed by ``CTNormalization``.
     """
     if len(schemes) != data.shape[0] or len(use_mask_for_norm) != data.shape[0]:
-        raise ValueError(f"the plans name {len(schemes)} normalization schemes and {len(use_mask_for_norm)} "
-                         f"use_mask_for_norm flags, but the image has {data.shape[0]} channels")
+        raise ValueError(
+            f"the plans name {len(schemes)} normalization schemes and {len(use_mask_for_norm)} "
+            f"use_mask_for_norm flags, but the image has {data.shape[0]} channels"
+        )
     intensity_properties = intensity_properties or {}
     for c, scheme in enumerate(schemes):
         if scheme not in NORMALIZATION_SCHEMES:
-            raise ValueError(f"unknown normalization scheme {scheme!r}; known: {', '.join(NORMALIZATION_SCHEMES)}")
-        data[c] = NORMALIZATION_SCHEMES[scheme](data[c], seg[0], bool(use_mask_for_norm[c]),
-                                                intensity_properties.get(str(c)))
+            raise ValueError(
+                f"unknown normalization scheme {scheme!r}; known: {', '.join(NORMALIZATION_SCHEMES)}"
+            )
+        data[c] = NORMALIZATION_SCHEMES[scheme](
+            data[c], seg[0], bool(use_mask_for_norm[c]), intensity_properties.get(str(c))
+        )
     return data
 
 
@@ -233,9 +272,13 @@ def class_location_keys(dataset_json: dict) -> list[ClassKey]:
     return keys
 
 
-def sample_class_locations(seg: np.ndarray, keys: Sequence[ClassKey], seed: int = CLASS_LOCATIONS_SEED,
-                           min_samples: int = CLASS_LOCATIONS_MIN_SAMPLES,
-                           min_fraction: float = CLASS_LOCATIONS_MIN_FRACTION) -> dict[ClassKey, np.ndarray]:
+def sample_class_locations(
+    seg: np.ndarray,
+    keys: Sequence[ClassKey],
+    seed: int = CLASS_LOCATIONS_SEED,
+    min_samples: int = CLASS_LOCATIONS_MIN_SAMPLES,
+    min_fraction: float = CLASS_LOCATIONS_MIN_FRACTION,
+) -> dict[ClassKey, np.ndarray]:
     """Voxel positions of each class, a random subset, for foreground oversampling.
 
     Per key with ``total`` voxels (a region: the union of its labels), ``max(min(10000, total),
@@ -276,31 +319,29 @@ def sample_class_locations(seg: np.ndarray, keys: Sequence[ClassKey], seed: int 
 # --- plans -----------------------------------------------------------------------------------------
 
 
-def as_plans(plans: Plans | dict | str | os.PathLike) -> Plans:
-    """The plans as :class:`~nnseg_nb.planning.Plans`: given as such, as nnU-Net's plans dict, or as a JSON path."""
-    if isinstance(plans, Plans):
-        return plans
-    if isinstance(plans, dict):
-        return Plans.from_json(plans)
-    if isinstance(plans, (str, os.PathLike)):
-        return load_plans(plans)
-    raise TypeError(f"plans must be Plans, a plans dict or a path to a plans JSON, not {type(plans).__name__}")
-
-
 def _resampling_fn(configuration: ConfigurationPlan, which: str) -> Callable[..., np.ndarray]:
     name = getattr(configuration, f"resampling_fn_{which}")
     if name not in RESAMPLING_FUNCTIONS:
-        raise ValueError(f"unknown resampling function {name!r} for {which}; known: {', '.join(RESAMPLING_FUNCTIONS)}")
+        raise ValueError(
+            f"unknown resampling function {name!r} for {which}; known: {', '.join(RESAMPLING_FUNCTIONS)}"
+        )
     kwargs = getattr(configuration, f"resampling_fn_{which}_kwargs") or {}
     return lambda array, new_shape, spacing, new_spacing: RESAMPLING_FUNCTIONS[name](
-        array, new_shape, spacing, new_spacing, **kwargs)
+        array, new_shape, spacing, new_spacing, **kwargs
+    )
 
 
 # --- one case -------------------------------------------------------------------------------------
 
 
-def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans: Plans | dict | str | os.PathLike,
-                    configuration_name: str, dataset_json: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+def preprocess_case(
+    data: np.ndarray,
+    seg: np.ndarray | None,
+    props: dict,
+    plans: Plans | dict | str | os.PathLike,
+    configuration_name: str,
+    dataset_json: dict,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Preprocess one case exactly as nnU-Net's ``DefaultPreprocessor.run_case_npy``.
 
     Args:
@@ -341,8 +382,13 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans
         target_spacing = [spacing[0], *target_spacing]
     new_shape = compute_new_shape(data.shape[1:], spacing, target_spacing)
 
-    data = normalize(data, seg, configuration.normalization_schemes, configuration.use_mask_for_norm,
-                     plans.foreground_intensity_properties_per_channel)
+    data = normalize(
+        data,
+        seg,
+        configuration.normalization_schemes,
+        configuration.use_mask_for_norm,
+        plans.foreground_intensity_properties_per_channel,
+    )
     data = _resampling_fn(configuration, "data")(data, new_shape, spacing, target_spacing)
     seg = _resampling_fn(configuration, "seg")(seg, new_shape, spacing, target_spacing)
 
@@ -357,7 +403,10 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans
 
 def class_locations_to_json(class_locations: dict[ClassKey, np.ndarray]) -> dict[str, list]:
     """JSON-ready class locations: keys as nnU-Net prints them (``"1"``, ``"(1, 2)"``), values as lists."""
-    return {str(key): np.asarray(value, dtype=np.int64).reshape(-1, 4).tolist() for key, value in class_locations.items()}
+    return {
+        str(key): np.asarray(value, dtype=np.int64).reshape(-1, 4).tolist()
+        for key, value in class_locations.items()
+    }
 
 
 def parse_class_key(key: str | int | tuple) -> ClassKey:
@@ -376,8 +425,10 @@ def parse_class_key(key: str | int | tuple) -> ClassKey:
 
 def class_locations_from_json(class_locations: dict) -> dict[ClassKey, np.ndarray]:
     """Inverse of :func:`class_locations_to_json`: int/tuple keys, (N, 4) int64 arrays."""
-    return {parse_class_key(key): np.asarray(value, dtype=np.int64).reshape(-1, 4)
-            for key, value in class_locations.items()}
+    return {
+        parse_class_key(key): np.asarray(value, dtype=np.int64).reshape(-1, 4)
+        for key, value in class_locations.items()
+    }
 
 
 def _case_json_text(properties: dict) -> str:
@@ -385,8 +436,10 @@ def _case_json_text(properties: dict) -> str:
     lines = []
     for key, value in properties.items():
         if key == "class_locations":
-            inner = [f'        {json.dumps(k)}: {json.dumps(v, separators=(",", ":"))}'
-                     for k, v in class_locations_to_json(value).items()]
+            inner = [
+                f"        {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
+                for k, v in class_locations_to_json(value).items()
+            ]
             text = "{\n" + ",\n".join(inner) + "\n    }" if inner else "{}"
         else:
             text = json.dumps(to_builtin(value))
@@ -402,8 +455,9 @@ def read_case_properties(path: str | os.PathLike) -> dict:
     return properties
 
 
-def save_preprocessed_case(folder: str | os.PathLike, case: str, data: np.ndarray, seg: np.ndarray,
-                           properties: dict) -> None:
+def save_preprocessed_case(
+    folder: str | os.PathLike, case: str, data: np.ndarray, seg: np.ndarray, properties: dict
+) -> None:
     """Write ``<case>.npy`` (float32), ``<case>_seg.npy`` (int16) and, last, ``<case>.json`` (atomically)."""
     folder = Path(folder)
     atomic_save_npy(folder / f"{case}.npy", data.astype(np.float32, copy=False))
@@ -418,8 +472,9 @@ def _nnunet_properties(path: Path) -> dict:
     class_locations = properties.pop("class_locations", None)
     properties = to_builtin(properties)
     if class_locations is not None:
-        properties["class_locations"] = {key: np.asarray(value, dtype=np.int64).reshape(-1, 4)
-                                         for key, value in class_locations.items()}
+        properties["class_locations"] = {
+            key: np.asarray(value, dtype=np.int64).reshape(-1, 4) for key, value in class_locations.items()
+        }
     return properties
 
 
@@ -429,7 +484,9 @@ def open_b2nd(path: str | os.PathLike):
     try:
         import blosc2
     except ImportError:
-        raise ImportError(f"{path}: reading nnU-Net's .b2nd files needs blosc2; install it with `pip install blosc2`") from None
+        raise ImportError(
+            f"{path}: reading nnU-Net's .b2nd files needs blosc2; install it with `pip install blosc2`"
+        ) from None
     mmap = {} if os.name == "nt" else {"mmap_mode": "r"}  # as nnU-Net: blosc2 cannot memory-map on Windows
     return blosc2.open(urlpath=str(path), mode="r", dparams={"nthreads": 1}, **mmap)
 
@@ -441,7 +498,9 @@ def read_b2nd(path: str | os.PathLike) -> np.ndarray:
 
 def _nnunet_arrays(folder: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
     if (folder / f"{case}.npy").is_file() and (folder / f"{case}_seg.npy").is_file():  # unpacked .npz
-        return np.load(folder / f"{case}.npy", mmap_mode="r"), np.load(folder / f"{case}_seg.npy", mmap_mode="r")
+        return np.load(folder / f"{case}.npy", mmap_mode="r"), np.load(
+            folder / f"{case}_seg.npy", mmap_mode="r"
+        )
     if (folder / f"{case}.b2nd").is_file():
         return read_b2nd(folder / f"{case}.b2nd"), read_b2nd(folder / f"{case}_seg.b2nd")
     if (folder / f"{case}.npz").is_file():
@@ -473,7 +532,9 @@ def preprocessed_case_identifiers(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such preprocessed folder")
-    return sorted(p.stem for p in folder.iterdir() if p.suffix in (".json", ".pkl") and not p.name.startswith("."))
+    return sorted(
+        p.stem for p in folder.iterdir() if p.suffix in (".json", ".pkl") and not p.name.startswith(".")
+    )
 
 
 # --- a whole dataset -------------------------------------------------------------------------------
@@ -484,9 +545,11 @@ class PreprocessedConfiguration:
     """What :func:`preprocess_dataset` did for one configuration."""
 
     configuration: str
-    folder: Path                                           # <preprocessed>/<DatasetName>/<data_identifier>
-    processed: list[str] = field(default_factory=list)     # cases (re)written now
-    up_to_date: list[str] = field(default_factory=list)    # cases skipped: already preprocessed with these plans
+    folder: Path  # <preprocessed>/<DatasetName>/<data_identifier>
+    processed: list[str] = field(default_factory=list)  # cases (re)written now
+    up_to_date: list[str] = field(
+        default_factory=list
+    )  # cases skipped: already preprocessed with these plans
 
 
 def preprocessing_key(plans: Plans, configuration_name: str, dataset_json: dict, case: Case) -> str:
@@ -495,8 +558,15 @@ def preprocessing_key(plans: Plans, configuration_name: str, dataset_json: dict,
     Stored in the case's JSON; a case whose stored key matches is not preprocessed again.
     """
     configuration = plans.configuration(configuration_name)
-    settings = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling_fn_data",
-                "resampling_fn_data_kwargs", "resampling_fn_seg", "resampling_fn_seg_kwargs")
+    settings = (
+        "spacing",
+        "normalization_schemes",
+        "use_mask_for_norm",
+        "resampling_fn_data",
+        "resampling_fn_data_kwargs",
+        "resampling_fn_seg",
+        "resampling_fn_seg_kwargs",
+    )
     files = [path for path in [*case.images, case.label] if path is not None]
     payload = {
         "version": FORMAT_VERSION,
@@ -537,10 +607,14 @@ def _preprocess_and_save(job: _CaseJob) -> str:
     data, props = io.read_case(case.images)
     seg = io.read_seg(case.label)[0] if case.label is not None else None
     try:
-        data, seg, properties = preprocess_case(data, seg, props, job.plans, job.configuration_name, job.dataset_json)
+        data, seg, properties = preprocess_case(
+            data, seg, props, job.plans, job.configuration_name, job.dataset_json
+        )
     except ValueError as e:
         raise ValueError(f"case {case.identifier}: {e}") from None
-    save_preprocessed_case(job.folder, case.identifier, data, seg, {"preprocessing_key": job.key, **properties})
+    save_preprocessed_case(
+        job.folder, case.identifier, data, seg, {"preprocessing_key": job.key, **properties}
+    )
     return case.identifier
 
 
@@ -561,10 +635,15 @@ def _copy_ground_truth(cases: dict[str, Case], folder: Path, file_ending: str) -
                 os.unlink(tmp)
 
 
-def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | Sequence[str],
-                       plans: Plans | dict | str | os.PathLike | None = None,
-                       output_folder: str | os.PathLike | None = None, num_workers: int | None = None,
-                       progress: bool = True, overwrite: bool = False) -> list[PreprocessedConfiguration]:
+def preprocess_dataset(
+    dataset: str | int | os.PathLike,
+    configurations: str | Sequence[str],
+    plans: Plans | dict | str | os.PathLike | None = None,
+    output_folder: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> list[PreprocessedConfiguration]:
     """Preprocess every training case of a raw dataset for the given configurations.
 
     Args:
@@ -588,20 +667,30 @@ def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | S
             raise FileNotFoundError(f"{plans}: no plans; plan the dataset first or pass plans")
     plans = as_plans(plans)
     if plans.image_reader_writer == "NibabelIOWithReorient":
-        warnings.warn("the plans ask for nnU-Net's NibabelIOWithReorient; nnseg_nb reads images as SimpleITKIO does, "
-                      "so images not stored in RAS orientation come out in another axis order than nnU-Net's",
-                      stacklevel=2)
+        warnings.warn(
+            "the plans ask for nnU-Net's NibabelIOWithReorient; nnseg_nb reads images as SimpleITKIO does, "
+            "so images not stored in RAS orientation come out in another axis order than nnU-Net's",
+            stacklevel=2,
+        )
     dataset_json = load_dataset_json(raw_folder)
     cases = find_cases(raw_folder, dataset_json)
     unlabelled = [c.identifier for c in cases.values() if c.label is None]
     if not cases or unlabelled:
-        raise ValueError(f"{raw_folder}: " + (f"training cases without a label file: {', '.join(unlabelled)}"
-                                               if unlabelled else "no training cases found"))
+        raise ValueError(
+            f"{raw_folder}: "
+            + (
+                f"training cases without a label file: {', '.join(unlabelled)}"
+                if unlabelled
+                else "no training cases found"
+            )
+        )
     configurations = [configurations] if isinstance(configurations, str) else list(configurations)
     available = plans.configuration_names
     missing = [c for c in configurations if c not in available]
     if missing and len(missing) == len(configurations):
-        raise ValueError(f"configurations {', '.join(missing)} are not in the plans; available: {', '.join(available)}")
+        raise ValueError(
+            f"configurations {', '.join(missing)} are not in the plans; available: {', '.join(available)}"
+        )
     results = []
     for configuration_name in configurations:
         if configuration_name in missing:
@@ -618,9 +707,13 @@ def preprocess_dataset(dataset: str | int | os.PathLike, configurations: str | S
                 jobs.append(_CaseJob(case, folder, plans, configuration_name, dataset_json, key))
         workers = num_workers or min(DEFAULT_NUM_WORKERS.get(configuration_name, 4), os.cpu_count() or 1)
         try:
-            result.processed = sorted(map_in_processes(_preprocess_and_save, jobs, workers, progress, configuration_name))
+            result.processed = sorted(
+                map_in_processes(_preprocess_and_save, jobs, workers, progress, configuration_name)
+            )
         except BrokenProcessPool:
-            raise RuntimeError("a preprocessing worker died, most likely out of memory; use fewer workers (-np)") from None
+            raise RuntimeError(
+                "a preprocessing worker died, most likely out of memory; use fewer workers (-np)"
+            ) from None
         results.append(result)
     _copy_ground_truth(cases, output_folder / "gt_segmentations", dataset_json["file_ending"])
     return results

@@ -14,7 +14,7 @@ bit with scipy alone.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -23,7 +23,9 @@ from scipy import ndimage
 ANISOTROPY_THRESHOLD = 3
 
 
-def compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> list[int]:
+def compute_new_shape(
+    shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]
+) -> list[int]:
     """``round(spacing / new_spacing * shape)`` per axis (Python's round: halves go to the even number).
 
     >>> compute_new_shape([10, 11, 20], [1.0, 1.0, 1.0], [4.0, 2.0, 0.5])
@@ -40,9 +42,12 @@ def lowres_axes(spacing: Sequence[float]) -> list[int]:
     return [int(a) for a in np.flatnonzero(spacing.max() / spacing == 1)]
 
 
-def determine_do_sep_z_and_axis(force_separate_z: bool | None, current_spacing: Sequence[float],
-                                new_spacing: Sequence[float],
-                                anisotropy_threshold: float = ANISOTROPY_THRESHOLD) -> tuple[bool, int | None]:
+def determine_do_sep_z_and_axis(
+    force_separate_z: bool | None,
+    current_spacing: Sequence[float],
+    new_spacing: Sequence[float],
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
+) -> tuple[bool, int | None]:
     """Whether to resample the coarse axis separately (in-plane first, then nearest along it), and which axis.
 
     Automatic (``force_separate_z=None``): yes if the *current* spacing is anisotropic (its coarse axis),
@@ -56,6 +61,7 @@ def determine_do_sep_z_and_axis(force_separate_z: bool | None, current_spacing: 
     >>> determine_do_sep_z_and_axis(None, [0.5, 2.0, 2.0], [1.0, 1.0, 1.0])
     (False, None)
     """
+
     def is_anisotropic(spacing):
         return max(spacing) / min(spacing) > anisotropy_threshold
 
@@ -81,7 +87,9 @@ def resize_image(image: np.ndarray, new_shape: Sequence[int], order: int = 3) ->
     """
     if order > 0:
         image = np.asarray(image, dtype=np.float64)
-    zoom = [1 / (old / new) for old, new in zip(image.shape, new_shape)]  # skimage's expression, same rounding
+    zoom = [
+        1 / (old / new) for old, new in zip(image.shape, new_shape)
+    ]  # skimage's expression, same rounding
     resized = ndimage.zoom(image, zoom, order=order, mode="nearest", grid_mode=True)
     np.clip(resized, np.nanmin(image), np.nanmax(image), out=resized)
     return resized
@@ -102,7 +110,7 @@ def resize_segmentation(seg: np.ndarray, new_shape: Sequence[int], order: int = 
     if order == 0:
         return resize_image(seg.astype(float), new_shape, order=0).astype(seg.dtype)
     nearest = resize_image(seg.astype(float), new_shape, order=0)
-    nearest_score = np.zeros(new_shape)   # score of the nearest-neighbour label at each voxel
+    nearest_score = np.zeros(new_shape)  # score of the nearest-neighbour label at each voxel
     best_score = np.full(new_shape, -np.inf)
     winner = np.zeros(new_shape, dtype=seg.dtype)
     for label in np.unique(seg):  # ascending, so a strict '>' keeps the smallest label on ties
@@ -123,7 +131,9 @@ def _coarse_axis_coordinates(old_size: int, new_size: int) -> np.ndarray:
     return scale * (np.arange(new_size) + 0.5) - 0.5
 
 
-def _resample_coarse_axis(volume: np.ndarray, new_size: int, axis: int, order_z: int, is_seg: bool) -> np.ndarray:
+def _resample_coarse_axis(
+    volume: np.ndarray, new_size: int, axis: int, order_z: int, is_seg: bool
+) -> np.ndarray:
     """Resample ``volume`` (float64) along ``axis`` only, as nnU-Net's ``map_coordinates(mode='nearest')`` call."""
     coordinates = _coarse_axis_coordinates(volume.shape[axis], new_size)
     if order_z == 0:
@@ -139,13 +149,22 @@ def _resample_coarse_axis(volume: np.ndarray, new_size: int, axis: int, order_z:
         return ndimage.map_coordinates(volume, grid, order=order_z, mode="nearest")
     resampled = np.zeros(new_shape)
     for label in np.unique(volume):
-        one_hot = ndimage.map_coordinates((volume == label).astype(float), grid, order=order_z, mode="nearest")
+        one_hot = ndimage.map_coordinates(
+            (volume == label).astype(float), grid, order=order_z, mode="nearest"
+        )
         resampled[np.round(one_hot) > 0.5] = label
     return resampled
 
 
-def _resize_separate_z(channel: np.ndarray, new_shape: Sequence[int], axis: int, resize_fn: Callable,
-                       order: int, order_z: int, is_seg: bool) -> np.ndarray:
+def _resize_separate_z(
+    channel: np.ndarray,
+    new_shape: Sequence[int],
+    axis: int,
+    resize_fn: Callable,
+    order: int,
+    order_z: int,
+    is_seg: bool,
+) -> np.ndarray:
     """Resize every slice across ``axis`` in-plane with ``order``, then resample along ``axis`` with ``order_z``."""
     in_plane_shape = [n for a, n in enumerate(new_shape) if a != axis]
     slices = np.moveaxis(channel, axis, 0)
@@ -156,9 +175,16 @@ def _resize_separate_z(channel: np.ndarray, new_shape: Sequence[int], axis: int,
     return _resample_coarse_axis(resized, new_shape[axis], axis, order_z, is_seg)
 
 
-def resample_data_or_seg(data: np.ndarray, new_shape: Sequence[int], is_seg: bool = False, axis: int | None = None,
-                         order: int = 3, do_separate_z: bool = False, order_z: int = 0,
-                         dtype_out: np.dtype | None = None) -> np.ndarray:
+def resample_data_or_seg(
+    data: np.ndarray,
+    new_shape: Sequence[int],
+    is_seg: bool = False,
+    axis: int | None = None,
+    order: int = 3,
+    do_separate_z: bool = False,
+    order_z: int = 0,
+    dtype_out: np.dtype | None = None,
+) -> np.ndarray:
     """Resample every channel of ``data`` (C, Z, Y, X) to ``new_shape`` (Z', Y', X').
 
     Images go through :func:`resize_image`, label maps through :func:`resize_segmentation`; with
@@ -167,7 +193,9 @@ def resample_data_or_seg(data: np.ndarray, new_shape: Sequence[int], is_seg: boo
     """
     new_shape = [int(n) for n in new_shape]
     if len(new_shape) != data.ndim - 1:
-        raise ValueError(f"new shape {new_shape} must have {data.ndim - 1} entries for data of shape {data.shape}")
+        raise ValueError(
+            f"new shape {new_shape} must have {data.ndim - 1} entries for data of shape {data.shape}"
+        )
     if list(data.shape[1:]) == new_shape:
         return data
     resize_fn = resize_segmentation if is_seg else resize_image
@@ -181,10 +209,17 @@ def resample_data_or_seg(data: np.ndarray, new_shape: Sequence[int], is_seg: boo
     return resampled
 
 
-def resample_data_or_seg_to_shape(data: np.ndarray, new_shape: Sequence[int], current_spacing: Sequence[float],
-                                  new_spacing: Sequence[float], is_seg: bool = False, order: int = 3,
-                                  order_z: int = 0, force_separate_z: bool | None = False,
-                                  separate_z_anisotropy_threshold: float = ANISOTROPY_THRESHOLD) -> np.ndarray:
+def resample_data_or_seg_to_shape(
+    data: np.ndarray,
+    new_shape: Sequence[int],
+    current_spacing: Sequence[float],
+    new_spacing: Sequence[float],
+    is_seg: bool = False,
+    order: int = 3,
+    order_z: int = 0,
+    force_separate_z: bool | None = False,
+    separate_z_anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
+) -> np.ndarray:
     """nnU-Net's resampling function (the one its plans name): decide separate-z, then resample.
 
     Args:
@@ -196,8 +231,9 @@ def resample_data_or_seg_to_shape(data: np.ndarray, new_shape: Sequence[int], cu
     """
     if hasattr(data, "numpy"):
         data = data.numpy()
-    do_separate_z, axis = determine_do_sep_z_and_axis(force_separate_z, current_spacing, new_spacing,
-                                                      separate_z_anisotropy_threshold)
+    do_separate_z, axis = determine_do_sep_z_and_axis(
+        force_separate_z, current_spacing, new_spacing, separate_z_anisotropy_threshold
+    )
     return resample_data_or_seg(data, new_shape, is_seg, axis, order, do_separate_z, order_z=order_z)
 
 

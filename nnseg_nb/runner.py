@@ -39,11 +39,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from nnseg_nb.notebook import RESULTS_FILE, read_results
 from nnseg_nb.utils import atomic_write_json, to_builtin
@@ -88,9 +89,18 @@ class NotebookError(RuntimeError):
     cell), ``output`` (executed notebook with the full traceback), ``result`` (a :class:`RunResult`).
     """
 
-    def __init__(self, notebook: PathLike, ename: str, evalue: str, cell_index: int | None = None,
-                 exec_count: int | None = None, line: int | None = None, source_head: Sequence[str] = (),
-                 output: PathLike | None = None, result: RunResult | None = None):
+    def __init__(
+        self,
+        notebook: PathLike,
+        ename: str,
+        evalue: str,
+        cell_index: int | None = None,
+        exec_count: int | None = None,
+        line: int | None = None,
+        source_head: Sequence[str] = (),
+        output: PathLike | None = None,
+        result: RunResult | None = None,
+    ):
         self.notebook, self.ename, self.evalue = str(notebook), ename, evalue
         self.cell_index, self.exec_count, self.line = cell_index, exec_count, line
         self.source_head, self.output, self.result = list(source_head), output, result
@@ -174,7 +184,9 @@ def expand_grid(grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]]) -> l
     if isinstance(grid, Mapping):
         for name, values in grid.items():
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-                raise ValueError(f"grid values must be a list: {name}={values!r} (write [{values!r}] for one value)")
+                raise ValueError(
+                    f"grid values must be a list: {name}={values!r} (write [{values!r}] for one value)"
+                )
         return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     return [dict(params) for params in grid]
 
@@ -191,7 +203,9 @@ def parameter_slug(parameters: Mapping[str, Any] | None) -> str:
     return text
 
 
-def default_output(notebook: PathLike, parameters: Mapping[str, Any] | None = None, root: PathLike = "runs") -> Path:
+def default_output(
+    notebook: PathLike, parameters: Mapping[str, Any] | None = None, root: PathLike = "runs"
+) -> Path:
     """``runs/<notebook stem>/<parameter slug or timestamp>/executed.ipynb`` (relative to the cwd).
 
     The same parameters give the same folder, so a repeated run replaces the earlier one.
@@ -258,16 +272,23 @@ def _check_parameters(notebook: PathLike, names: Iterable[str], declared: Mappin
     unknown = sorted(set(names) - set(declared))
     if unknown:
         known = ", ".join(declared) or "none (it has no cell tagged 'parameters')"
-        raise ValueError(f"{notebook}: unknown parameter(s) {', '.join(unknown)}; its parameters are: {known}")
+        raise ValueError(
+            f"{notebook}: unknown parameter(s) {', '.join(unknown)}; its parameters are: {known}"
+        )
 
 
 def notebooks_folder(folder: PathLike | None = None) -> Path:
     """``folder``, or the ``notebooks/`` of the repository checkout that holds this package."""
     path = Path(folder) if folder is not None else Path(__file__).resolve().parent.parent / "notebooks"
     if not path.is_dir():
-        hint = "" if folder is not None else (
-            " (a pip install does not ship the notebooks: clone https://github.com/nnseg-nb/nnseg_nb"
-            " and pass its notebooks/ folder)")
+        hint = (
+            ""
+            if folder is not None
+            else (
+                " (a pip install does not ship the notebooks: clone https://github.com/nnseg-nb/nnseg_nb"
+                " and pass its notebooks/ folder)"
+            )
+        )
         raise FileNotFoundError(f"{path}: no such notebooks folder{hint}")
     return path
 
@@ -300,8 +321,13 @@ def _kernel_manager_class(extra_env: Mapping[str, str], log_file: Path | None = 
             # sockets are "<ip>-<n>"; a short absolute path keeps them out of the run folder and
             # under the 107-character limit of a unix socket path
             sockets = os.path.join(tempfile.gettempdir(), f"nnseg-kernel-{kernel_id}")
-            super().__init__(transport="ipc", ip=sockets, kernel_id=kernel_id,
-                             connection_file=str(runtime / f"kernel-{kernel_id}.json"), **kwargs)
+            super().__init__(
+                transport="ipc",
+                ip=sockets,
+                kernel_id=kernel_id,
+                connection_file=str(runtime / f"kernel-{kernel_id}.json"),
+                **kwargs,
+            )
 
         async def start_kernel(self, **kwargs):
             kwargs["env"] = {**kwargs.get("env", os.environ), **extra_env}
@@ -356,31 +382,54 @@ def _error_from_papermill(notebook: Path, nb, error, output: Path) -> NotebookEr
     index = _source_index(nb, error.cell_index)
     source = nb.cells[index].source if 0 <= index < len(nb.cells) else error.source
     head = [line for line in source.splitlines() if line.strip()][:3]
-    return NotebookError(notebook, error.ename, error.evalue, index, error.exec_count,
-                         _cell_line(notebook, source), head, output)
+    return NotebookError(
+        notebook,
+        error.ename,
+        error.evalue,
+        index,
+        error.exec_count,
+        _cell_line(notebook, source),
+        head,
+        output,
+    )
 
 
-def _error_from_abort(notebook: Path, nb, exc: Exception, output: Path, timeout: float | None) -> NotebookError:
+def _error_from_abort(
+    notebook: Path, nb, exc: Exception, output: Path, timeout: float | None
+) -> NotebookError:
     """A timeout or a dead kernel: the failed cell is the last one papermill started."""
     import nbformat
 
     ename = type(exc).__name__
-    evalue = f"a cell ran longer than {timeout} s" if ename == "CellTimeoutError" else (
-        "the kernel died (out of memory?)" if ename == "DeadKernelError" else str(exc))
+    evalue = (
+        f"a cell ran longer than {timeout} s"
+        if ename == "CellTimeoutError"
+        else ("the kernel died (out of memory?)" if ename == "DeadKernelError" else str(exc))
+    )
     index = None
     if output.is_file():
         executed = nbformat.read(output, as_version=4)
-        started = [i for i, cell in enumerate(executed.cells)
-                   if cell.get("metadata", {}).get("papermill", {}).get("start_time")]
+        started = [
+            i
+            for i, cell in enumerate(executed.cells)
+            if cell.get("metadata", {}).get("papermill", {}).get("start_time")
+        ]
         index = _source_index(nb, started[-1]) if started else None
     source = nb.cells[index].source if index is not None and index < len(nb.cells) else ""
     head = [line for line in source.splitlines() if line.strip()][:3]
     return NotebookError(notebook, ename, evalue, index, None, _cell_line(notebook, source), head, output)
 
 
-def run_notebook(notebook: PathLike, output: PathLike | None = None, parameters: Mapping[str, Any] | None = None,
-                 cwd: PathLike | None = None, kernel_name: str = "python3", timeout: float | None = None,
-                 log_output: bool = False, env: Mapping[str, str] | None = None) -> RunResult:
+def run_notebook(
+    notebook: PathLike,
+    output: PathLike | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    cwd: PathLike | None = None,
+    kernel_name: str = "python3",
+    timeout: float | None = None,
+    log_output: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> RunResult:
     """Execute a notebook headless with papermill and collect its ``results.json``.
 
     Args:
@@ -411,7 +460,9 @@ def run_notebook(notebook: PathLike, output: PathLike | None = None, parameters:
     _check_parameters(notebook, parameters, declared)
     output = Path(output if output is not None else default_output(notebook, parameters)).resolve()
     if output.parent == notebook.resolve().parent:
-        raise ValueError(f"{output}: refusing to write a run next to its source notebook (use a runs/ folder)")
+        raise ValueError(
+            f"{output}: refusing to write a run next to its source notebook (use a runs/ folder)"
+        )
     if cwd is not None and not Path(cwd).is_dir():
         raise NotADirectoryError(f"{cwd}: the kernel's working directory does not exist")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -421,8 +472,9 @@ def run_notebook(notebook: PathLike, output: PathLike | None = None, parameters:
     result = RunResult(str(notebook), str(output), str(cwd), to_builtin(parameters))
 
     started = time.time()
-    error = _execute(notebook, nb, output, parameters, cwd, kernel_name, timeout, log_output,
-                     {**KERNEL_ENV, **(env or {})})
+    error = _execute(
+        notebook, nb, output, parameters, cwd, kernel_name, timeout, log_output, {**KERNEL_ENV, **(env or {})}
+    )
     result.duration_s = round(time.time() - started, 3)
     if error is not None:
         result.status, result.error, error.result = "error", error.summary, result
@@ -432,8 +484,17 @@ def run_notebook(notebook: PathLike, output: PathLike | None = None, parameters:
     return result
 
 
-def _execute(notebook: Path, nb, output: Path, parameters: dict, cwd: Path, kernel_name: str,
-             timeout: float | None, log_output: bool, env: Mapping[str, str]) -> NotebookError | None:
+def _execute(
+    notebook: Path,
+    nb,
+    output: Path,
+    parameters: dict,
+    cwd: Path,
+    kernel_name: str,
+    timeout: float | None,
+    log_output: bool,
+    env: Mapping[str, str],
+) -> NotebookError | None:
     """papermill's run, its failures turned into a :class:`NotebookError` (returned, not raised)."""
     import papermill
     from jupyter_client.kernelspec import NoSuchKernel
@@ -443,8 +504,14 @@ def _execute(notebook: Path, nb, output: Path, parameters: dict, cwd: Path, kern
     try:
         with _papermill_log(log_output):
             papermill.execute_notebook(
-                nb, str(output), parameters=parameters, kernel_name=kernel_name, cwd=str(cwd),
-                progress_bar=False, log_output=log_output, execution_timeout=timeout,
+                nb,
+                str(output),
+                parameters=parameters,
+                kernel_name=kernel_name,
+                cwd=str(cwd),
+                progress_bar=False,
+                log_output=log_output,
+                execution_timeout=timeout,
                 store_widget_state=False,  # an Image widget's PNG frames would bloat the notebook
                 kernel_manager_class=_kernel_manager_class(env, kernel_log),
             )
@@ -485,18 +552,33 @@ def record_outputs(notebook: PathLike, kernel_name: str = "python3", timeout: fl
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such notebook source (.py)")
     nb = _load(source, kernel_name)
-    client = NotebookClient(nb, kernel_name=kernel_name, timeout=timeout, store_widget_state=False,
-                            resources={"metadata": {"path": str(source.parent.resolve())}},
-                            kernel_manager_class=_kernel_manager_class(KERNEL_ENV))
+    client = NotebookClient(
+        nb,
+        kernel_name=kernel_name,
+        timeout=timeout,
+        store_widget_state=False,
+        resources={"metadata": {"path": str(source.parent.resolve())}},
+        kernel_manager_class=_kernel_manager_class(KERNEL_ENV),
+    )
     try:
         client.execute()
     except CellExecutionError as e:
-        failed = [i for i, cell in enumerate(nb.cells)
-                  if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
+        failed = [
+            i
+            for i, cell in enumerate(nb.cells)
+            if any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+        ]
         index = failed[-1] if failed else None
         source_text = nb.cells[index].source if index is not None else ""
-        raise NotebookError(source, e.ename, e.evalue, index, None, _cell_line(source, source_text),
-                            [line for line in source_text.splitlines() if line.strip()][:3]) from None
+        raise NotebookError(
+            source,
+            e.ename,
+            e.evalue,
+            index,
+            None,
+            _cell_line(source, source_text),
+            [line for line in source_text.splitlines() if line.strip()][:3],
+        ) from None
     output = source.with_suffix(".ipynb")
     jupytext.write(nb, output, fmt="ipynb")
     return output
@@ -505,27 +587,52 @@ def record_outputs(notebook: PathLike, kernel_name: str = "python3", timeout: fl
 # --- batches ------------------------------------------------------------------------------------
 
 
-def _run_recorded(notebook: str, run_dir: str, parameters: dict, status_params: dict, **run_kwargs) -> RunResult:
+def _run_recorded(
+    notebook: str, run_dir: str, parameters: dict, status_params: dict, **run_kwargs
+) -> RunResult:
     """Run into ``run_dir`` and keep ``status.json`` up to date; never raises for a failed run
     (it is a top-level function so that spawned worker processes can import it)."""
     run_path = Path(run_dir)
-    status = {"notebook": notebook, "params": status_params, "status": "running",
-              "started": datetime.now().isoformat(timespec="seconds")}
+    status = {
+        "notebook": notebook,
+        "params": status_params,
+        "status": "running",
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
     atomic_write_json(run_path / "status.json", status)
     try:
-        result = run_notebook(notebook, output=run_path / "executed.ipynb", parameters=parameters, **run_kwargs)
+        result = run_notebook(
+            notebook, output=run_path / "executed.ipynb", parameters=parameters, **run_kwargs
+        )
     except NotebookError as e:
         result = e.result
     except Exception as e:  # e.g. a kernel that does not start: recorded, the batch goes on
-        result = RunResult(notebook, str(run_path / "executed.ipynb"), str(run_path), to_builtin(parameters),
-                           status="error", error=f"{notebook}: {type(e).__name__}: {e}")
-    status.update(status=result.status, duration_s=result.duration_s, error=result.error,
-                  output=result.output, finished=datetime.now().isoformat(timespec="seconds"))
+        result = RunResult(
+            notebook,
+            str(run_path / "executed.ipynb"),
+            str(run_path),
+            to_builtin(parameters),
+            status="error",
+            error=f"{notebook}: {type(e).__name__}: {e}",
+        )
+    status.update(
+        status=result.status,
+        duration_s=result.duration_s,
+        error=result.error,
+        output=result.output,
+        finished=datetime.now().isoformat(timespec="seconds"),
+    )
     atomic_write_json(run_path / "status.json", status)
     return result
 
 
-ROW_FIELDS = ("run", "status", "duration_s", "error", "run_dir")  # in every batch row, besides params and results
+ROW_FIELDS = (
+    "run",
+    "status",
+    "duration_s",
+    "error",
+    "run_dir",
+)  # in every batch row, besides params and results
 
 
 def _row(run: str, params: Mapping[str, Any], result: RunResult) -> dict:
@@ -537,10 +644,18 @@ def _row(run: str, params: Mapping[str, Any], result: RunResult) -> dict:
     return to_builtin(row)
 
 
-def run_batch(notebook: PathLike, grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]], workers: int = 1,
-              out_root: PathLike = "runs", name: str | None = None, parameters: Mapping[str, Any] | None = None,
-              kernel_name: str = "python3", timeout: float | None = None, env: Mapping[str, str] | None = None,
-              on_result: Callable[[dict], None] | None = None) -> list[dict]:
+def run_batch(
+    notebook: PathLike,
+    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]],
+    workers: int = 1,
+    out_root: PathLike = "runs",
+    name: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    kernel_name: str = "python3",
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    on_result: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Run a notebook once per point of a parameter grid and collect every run's results.
 
     Args:
@@ -578,8 +693,16 @@ def run_batch(notebook: PathLike, grid: Mapping[str, Sequence] | Sequence[Mappin
     jsonl = batch_dir / "batch_results.jsonl"
     jsonl.write_text("")
     common = dict(kernel_name=kernel_name, timeout=timeout, env=dict(env or {}))
-    jobs = [dict(notebook=str(notebook), run_dir=str(batch_dir / n), parameters={**fixed, **params},
-                 status_params=params, **common) for n, params in zip(names, runs)]
+    jobs = [
+        dict(
+            notebook=str(notebook),
+            run_dir=str(batch_dir / n),
+            parameters={**fixed, **params},
+            status_params=params,
+            **common,
+        )
+        for n, params in zip(names, runs)
+    ]
 
     rows: dict[int, dict] = {}
 
@@ -618,8 +741,11 @@ def headline(results: Mapping[str, Any] | None, most: int = 6) -> dict:
         return {}
     if isinstance(results.get("headline"), Mapping):
         return dict(results["headline"])
-    scalars = {k: v for k, v in results.items()
-               if isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 40)}
+    scalars = {
+        k: v
+        for k, v in results.items()
+        if isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 40)
+    }
     return dict(list(scalars.items())[:most])
 
 
@@ -632,25 +758,41 @@ def _write_index(out_root: Path, index: dict) -> None:
     entries = index["notebooks"]
     n_ok = sum(e["status"] == "ok" for e in entries)
     lines = [
-        "# nnseg_nb demo run", "",
+        "# nnseg_nb demo run",
+        "",
         f"Created {index['created']}. Data under `{index['env']['nnUNet_raw']}`. "
-        f"{len(entries)} of {index['n_notebooks']} notebooks run: {n_ok} ok, {len(entries) - n_ok} failed.", "",
+        f"{len(entries)} of {index['n_notebooks']} notebooks run: {n_ok} ok, {len(entries) - n_ok} failed.",
+        "",
         "| # | Notebook | Status | Duration | Headline figures |",
         "|---|---|---|---|---|",
     ]
     for i, e in enumerate(entries, 1):
         if e["status"] == "ok":
-            figures = ", ".join(f"{k} = {_format_figure(v)}" for k, v in e["headline"].items()) or "(no results.json)"
+            figures = (
+                ", ".join(f"{k} = {_format_figure(v)}" for k, v in e["headline"].items())
+                or "(no results.json)"
+            )
         else:
             figures = (e["error"] or "").replace("|", "\\|")
-        link = Path(e["output"]).relative_to(out_root).as_posix() if e["output"].startswith(str(out_root)) else e["output"]
-        lines.append(f"| {i} | [{e['notebook']}]({link}) | {e['status']} | {e['duration_s']:.1f} s | {figures} |")
+        link = (
+            Path(e["output"]).relative_to(out_root).as_posix()
+            if e["output"].startswith(str(out_root))
+            else e["output"]
+        )
+        lines.append(
+            f"| {i} | [{e['notebook']}]({link}) | {e['status']} | {e['duration_s']:.1f} s | {figures} |"
+        )
     (out_root / "index.md").write_text("\n".join(lines) + "\n")
 
 
-def run_demo(out_root: PathLike = "runs/demo", notebooks_folder: PathLike | None = None,
-             parameters: Mapping[str, Any] | None = None, kernel_name: str = "python3",
-             timeout: float | None = None, on_result: Callable[[dict], None] | None = None) -> dict:
+def run_demo(
+    out_root: PathLike = "runs/demo",
+    notebooks_folder: PathLike | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    kernel_name: str = "python3",
+    timeout: float | None = None,
+    on_result: Callable[[dict], None] | None = None,
+) -> dict:
     """Build the demo datasets and run every guided notebook headless, in order, on its quick profile.
 
     The notebooks' kernels get ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` pointing
@@ -681,16 +823,36 @@ def run_demo(out_root: PathLike = "runs/demo", notebooks_folder: PathLike | None
     from nnseg_nb.demo_data import build_demo_datasets  # imported here: the runner works without it
 
     datasets = build_demo_datasets(Path(env["nnUNet_raw"]))
-    index = {"created": datetime.now().isoformat(timespec="seconds"), "out_root": str(out_root), "env": env,
-             "datasets": _jsonable(datasets), "n_notebooks": len(notebooks), "notebooks": []}
+    index = {
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "out_root": str(out_root),
+        "env": env,
+        "datasets": _jsonable(datasets),
+        "n_notebooks": len(notebooks),
+        "notebooks": [],
+    }
     for notebook in notebooks:
         wanted = {"profile": "quick", **extra}
         params = {k: v for k, v in wanted.items() if k in declared[notebook]}
-        result = _run_recorded(str(notebook), str(out_root / notebook.stem), params, params,
-                               kernel_name=kernel_name, timeout=timeout, env=env)
-        entry = {"notebook": notebook.stem, "path": str(notebook), "status": result.status,
-                 "duration_s": result.duration_s, "output": result.output, "headline": headline(result.results),
-                 "results": result.results, "error": result.error}
+        result = _run_recorded(
+            str(notebook),
+            str(out_root / notebook.stem),
+            params,
+            params,
+            kernel_name=kernel_name,
+            timeout=timeout,
+            env=env,
+        )
+        entry = {
+            "notebook": notebook.stem,
+            "path": str(notebook),
+            "status": result.status,
+            "duration_s": result.duration_s,
+            "output": result.output,
+            "headline": headline(result.results),
+            "results": result.results,
+            "error": result.error,
+        }
         index["notebooks"].append(to_builtin(entry))
         _write_index(out_root, index)
         if on_result is not None:
@@ -710,7 +872,22 @@ def _jsonable(value: Any) -> Any:
 
 
 __all__ = [
-    "KERNEL_ENV", "NotebookError", "ROW_FIELDS", "RunResult", "default_output", "expand_grid", "headline", "list_notebooks",
-    "notebook_parameters", "notebooks_folder", "parameter_slug", "parse_grid_item", "parse_value", "record_outputs", "run_batch",
-    "run_demo", "run_notebook", "RESULTS_FILE",
+    "KERNEL_ENV",
+    "NotebookError",
+    "ROW_FIELDS",
+    "RunResult",
+    "default_output",
+    "expand_grid",
+    "headline",
+    "list_notebooks",
+    "notebook_parameters",
+    "notebooks_folder",
+    "parameter_slug",
+    "parse_grid_item",
+    "parse_value",
+    "record_outputs",
+    "run_batch",
+    "run_demo",
+    "run_notebook",
+    "RESULTS_FILE",
 ]

@@ -27,15 +27,23 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import io
-from .dataset import (REQUIRED_KEYS, LabelInfo, channel_file_pattern, find_cases, is_v1_dataset_json, label_problems,
-                      upgrade_v1_dataset_json)
+from .dataset import (
+    REQUIRED_KEYS,
+    LabelInfo,
+    channel_file_pattern,
+    find_cases,
+    is_v1_dataset_json,
+    label_problems,
+    upgrade_v1_dataset_json,
+)
 from .parallel import map_in_processes
 from .paths import find_dataset, parse_dataset_folder_name
 from .utils import load_json
@@ -43,8 +51,20 @@ from .utils import load_json
 ERROR, WARNING = "error", "warning"
 # Keys nnU-Net reads besides the required ones, and descriptive keys that MSD / nnU-Net write.
 OPTIONAL_KEYS = ("regions_class_order", "dataset", "overwrite_image_reader_writer")
-DESCRIPTIVE_KEYS = ("name", "description", "reference", "licence", "license", "release", "citation",
-                    "tensorImageSize", "numTest", "training", "test", "converted_by")
+DESCRIPTIVE_KEYS = (
+    "name",
+    "description",
+    "reference",
+    "licence",
+    "license",
+    "release",
+    "citation",
+    "tensorImageSize",
+    "numTest",
+    "training",
+    "test",
+    "converted_by",
+)
 # Data files that a detached header names: they lie next to the header and are not stray files.
 _DETACHED_DATA_ENDINGS = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz", ".gz")}
 
@@ -94,9 +114,11 @@ class VerifyReport:
     def summary(self) -> str:
         channels = ", ".join(f"{k}: {v}" for k, v in self.channel_names.items()) or "?"
         declared = ", ".join(f"{k}={v}" for k, v in self.labels_declared.items()) or "?"
-        lines = [f"{self.folder.name}: {self.num_cases} cases, {len(self.channel_names)} channel(s) ({channels}), "
-                 f"file ending {self.file_ending or '?'}",
-                 f"labels found: {_short(self.labels_found) or 'none'} (declared: {declared})"]
+        lines = [
+            f"{self.folder.name}: {self.num_cases} cases, {len(self.channel_names)} channel(s) ({channels}), "
+            f"file ending {self.file_ending or '?'}",
+            f"labels found: {_short(self.labels_found) or 'none'} (declared: {declared})",
+        ]
         if self.spacing_range:
             lines.append(f"spacing (z, y, x): {_axis_ranges(*self.spacing_range)}")
         if self.shape_range:
@@ -122,8 +144,9 @@ class _Problems(list):
 # --- the entry point -------------------------------------------------------------------------------
 
 
-def verify_dataset(folder_or_name: str | os.PathLike | int, num_workers: int | None = None,
-                   progress: bool = True) -> VerifyReport:
+def verify_dataset(
+    folder_or_name: str | os.PathLike | int, num_workers: int | None = None, progress: bool = True
+) -> VerifyReport:
     """Check a raw dataset and return every problem found (never raises for a bad dataset).
 
     Args:
@@ -164,19 +187,31 @@ def _verify(report: VerifyReport, num_workers: int | None, progress: bool) -> No
     report.num_cases = len(tasks)
     num_training = dataset_json.get("numTraining")
     if _is_int(num_training) and num_training != len(tasks):
-        problems.error(folder / "dataset.json", f"numTraining is {num_training} but {len(tasks)} training cases were found")
-    results = map_in_processes(_check_case, tasks, num_workers=num_workers, progress=progress,
-                               desc="verify", on_error=_crashed_case)
+        problems.error(
+            folder / "dataset.json",
+            f"numTraining is {num_training} but {len(tasks)} training cases were found",
+        )
+    results = map_in_processes(
+        _check_case, tasks, num_workers=num_workers, progress=progress, desc="verify", on_error=_crashed_case
+    )
     _summarize(report, results, dataset_json)
 
 
-def _crashed_case(task: "_CaseTask", error: BaseException) -> "_CaseResult":
+def _crashed_case(task: _CaseTask, error: BaseException) -> _CaseResult:
     files = task.images + ([task.label] if task.label else [])
-    return _CaseResult(problems=[Problem(ERROR, files[0], f"checking case {task.identifier!r} crashed the worker "
-                                         f"({type(error).__name__}: {_one_line(str(error))})")])
+    return _CaseResult(
+        problems=[
+            Problem(
+                ERROR,
+                files[0],
+                f"checking case {task.identifier!r} crashed the worker "
+                f"({type(error).__name__}: {_one_line(str(error))})",
+            )
+        ]
+    )
 
 
-def _summarize(report: VerifyReport, results: list["_CaseResult"], dataset_json: dict) -> None:
+def _summarize(report: VerifyReport, results: list[_CaseResult], dataset_json: dict) -> None:
     """Merge the cases' problems and findings into the report; warn about labels no file contains."""
     found: set[int] = set()
     spacings, shapes = [], []
@@ -192,10 +227,14 @@ def _summarize(report: VerifyReport, results: list["_CaseResult"], dataset_json:
         report.shape_range = (np.min(shapes, 0).tolist(), np.max(shapes, 0).tolist())
     labels = dataset_json.get("labels")
     if isinstance(labels, dict) and any(r.label_values is not None for r in results):
-        missing = [f"{name} ({value})" for name, value in labels.items() if _is_int(value) and value not in found]
+        missing = [
+            f"{name} ({value})" for name, value in labels.items() if _is_int(value) and value not in found
+        ]
         if missing:
-            report.problems.warning(report.folder / "dataset.json",
-                                    f"declared labels found in no label file: {', '.join(missing)}")
+            report.problems.warning(
+                report.folder / "dataset.json",
+                f"declared labels found in no label file: {', '.join(missing)}",
+            )
 
 
 # --- dataset.json ----------------------------------------------------------------------------------
@@ -205,7 +244,9 @@ def _check_folder_name(folder: Path, problems: _Problems) -> None:
     try:
         parse_dataset_folder_name(folder.name)
     except ValueError:
-        problems.warning(folder, f"folder name {folder.name!r} is not DatasetXXX_Name; nnU-Net finds datasets by that name")
+        problems.warning(
+            folder, f"folder name {folder.name!r} is not DatasetXXX_Name; nnU-Net finds datasets by that name"
+        )
 
 
 def _check_dataset_json(folder: Path, problems: _Problems) -> dict | None:
@@ -217,31 +258,46 @@ def _check_dataset_json(folder: Path, problems: _Problems) -> dict | None:
     try:
         raw = load_json(path)
     except (ValueError, UnicodeDecodeError) as e:
-        problems.error(path, _strip_path(str(e), path) if isinstance(e, ValueError) else f"not a text file ({e})")
+        problems.error(
+            path, _strip_path(str(e), path) if isinstance(e, ValueError) else f"not a text file ({e})"
+        )
         return None
     if not isinstance(raw, dict):
         problems.error(path, f"must hold a JSON object, found a {type(raw).__name__}")
         return None
     if is_v1_dataset_json(raw):
-        problems.warning(path, "nnU-Net v1 format ('modality', labels keyed by value): nnseg_nb reads it, nnU-Net v2 "
-                               "does not; convert it with `nnseg-nb convert v1`")
+        problems.warning(
+            path,
+            "nnU-Net v1 format ('modality', labels keyed by value): nnseg_nb reads it, nnU-Net v2 "
+            "does not; convert it with `nnseg-nb convert v1`",
+        )
     dataset_json = upgrade_v1_dataset_json(raw)
     missing = [key for key in REQUIRED_KEYS if key not in dataset_json]
     if missing:
         unused = [k for k in raw if k not in REQUIRED_KEYS + OPTIONAL_KEYS + DESCRIPTIVE_KEYS]
-        problems.error(path, f"missing required keys: {', '.join(missing)} (required: {', '.join(REQUIRED_KEYS)}; "
-                             f"present keys nnU-Net does not use: {', '.join(unused) or 'none'})")
+        problems.error(
+            path,
+            f"missing required keys: {', '.join(missing)} (required: {', '.join(REQUIRED_KEYS)}; "
+            f"present keys nnU-Net does not use: {', '.join(unused) or 'none'})",
+        )
     _check_channel_names(dataset_json, path, problems)
-    if "numTraining" in dataset_json and not (_is_int(dataset_json["numTraining"]) and dataset_json["numTraining"] >= 0):
-        problems.error(path, f"numTraining must be a non-negative integer, found {dataset_json['numTraining']!r}")
+    if "numTraining" in dataset_json and not (
+        _is_int(dataset_json["numTraining"]) and dataset_json["numTraining"] >= 0
+    ):
+        problems.error(
+            path, f"numTraining must be a non-negative integer, found {dataset_json['numTraining']!r}"
+        )
     _check_file_ending(dataset_json, path, problems)
     if "labels" in dataset_json:
         for message in label_problems(dataset_json["labels"], dataset_json.get("regions_class_order")):
             problems.error(path, message)
     reader = dataset_json.get("overwrite_image_reader_writer")
     if reader is not None and reader not in ("SimpleITKIO", "NibabelIO", "NaturalImage2DIO"):
-        problems.warning(path, f"overwrite_image_reader_writer {reader!r} is ignored: nnseg_nb reads files by their "
-                               "ending, like SimpleITKIO (no reorientation)")
+        problems.warning(
+            path,
+            f"overwrite_image_reader_writer {reader!r} is ignored: nnseg_nb reads files by their "
+            "ending, like SimpleITKIO (no reorientation)",
+        )
     return dataset_json
 
 
@@ -250,9 +306,11 @@ def _check_channel_names(dataset_json: dict, path: Path, problems: _Problems) ->
     if names is None:
         return
     if not isinstance(names, dict) or not names:
-        problems.error(path, f"channel_names must be a non-empty object like {{\"0\": \"CT\"}}, found {names!r}")
+        problems.error(path, f'channel_names must be a non-empty object like {{"0": "CT"}}, found {names!r}')
     elif sorted(names, key=str) != sorted((str(i) for i in range(len(names))), key=str):
-        problems.error(path, f"channel_names keys must be \"0\" .. \"{len(names) - 1}\", found {', '.join(map(repr, names))}")
+        problems.error(
+            path, f'channel_names keys must be "0" .. "{len(names) - 1}", found {", ".join(map(repr, names))}'
+        )
 
 
 def _check_file_ending(dataset_json: dict, path: Path, problems: _Problems) -> None:
@@ -260,16 +318,21 @@ def _check_file_ending(dataset_json: dict, path: Path, problems: _Problems) -> N
     if ending is None:
         return
     if not isinstance(ending, str) or not ending.strip("."):
-        problems.error(path, f"file_ending must be a string like \".nii.gz\", found {ending!r}")
+        problems.error(path, f'file_ending must be a string like ".nii.gz", found {ending!r}')
         return
     if not ending.startswith("."):
         problems.error(path, f"file_ending {ending!r} must start with a dot: {'.' + ending!r}")
         ending = "." + ending
     if ending.lower() not in io.SUPPORTED_ENDINGS:
-        problems.error(path, f"no reader supports file_ending {ending!r} (readable: {', '.join(io.SUPPORTED_ENDINGS)})")
+        problems.error(
+            path, f"no reader supports file_ending {ending!r} (readable: {', '.join(io.SUPPORTED_ENDINGS)})"
+        )
     elif ending.lower() not in io.NNUNET_ENDINGS:
-        problems.warning(path, f"file_ending {ending!r} is read by nnseg_nb but not by nnU-Net v2 "
-                               f"(its readers take {', '.join(io.NNUNET_ENDINGS)})")
+        problems.warning(
+            path,
+            f"file_ending {ending!r} is read by nnseg_nb but not by nnU-Net v2 "
+            f"(its readers take {', '.join(io.NNUNET_ENDINGS)})",
+        )
 
 
 def _usable_file_ending(dataset_json: dict, folder: Path) -> str | None:
@@ -309,7 +372,9 @@ def _expected_label_values(dataset_json: dict) -> list[int] | None:
     labels = dataset_json.get("labels")
     if not isinstance(labels, dict):
         return None
-    values = {v for value in labels.values() for v in (value if isinstance(value, (list, tuple)) else [value])}
+    values = {
+        v for value in labels.values() for v in (value if isinstance(value, (list, tuple)) else [value])
+    }
     return sorted(v for v in values if _is_int(v)) or None
 
 
@@ -328,7 +393,9 @@ class _CaseTask:
     channel_desc: str
 
 
-def _collect_cases(folder: Path, dataset_json: dict, file_ending: str, problems: _Problems) -> list[_CaseTask]:
+def _collect_cases(
+    folder: Path, dataset_json: dict, file_ending: str, problems: _Problems
+) -> list[_CaseTask]:
     if "dataset" in dataset_json:
         cases = _cases_from_list(folder, dataset_json, problems)
     else:
@@ -337,14 +404,22 @@ def _collect_cases(folder: Path, dataset_json: dict, file_ending: str, problems:
     channel_names = _channel_names(dataset_json)
     natural = file_ending.lower() in io.NATURAL_2D_ENDINGS
     expected_values = _expected_label_values(dataset_json)
-    return [_CaseTask(case, [str(p) for p in images], str(label) if label else None, expected_values,
-                      len(channel_names) if (channel_names and (natural or channels_ok)) else None,
-                      _describe_channels(channel_names))
-            for case, (images, label, channels_ok) in cases.items()]
+    return [
+        _CaseTask(
+            case,
+            [str(p) for p in images],
+            str(label) if label else None,
+            expected_values,
+            len(channel_names) if (channel_names and (natural or channels_ok)) else None,
+            _describe_channels(channel_names),
+        )
+        for case, (images, label, channels_ok) in cases.items()
+    ]
 
 
-def _cases_from_folders(folder: Path, dataset_json: dict, file_ending: str,
-                        problems: _Problems) -> dict[str, tuple[list[Path], Path | None, bool]]:
+def _cases_from_folders(
+    folder: Path, dataset_json: dict, file_ending: str, problems: _Problems
+) -> dict[str, tuple[list[Path], Path | None, bool]]:
     images_dir, labels_dir = folder / "imagesTr", folder / "labelsTr"
     for sub in (images_dir, labels_dir):
         if not sub.is_dir():
@@ -362,13 +437,17 @@ def _cases_from_folders(folder: Path, dataset_json: dict, file_ending: str,
         cases[case] = ([files[i] for i in sorted(files)], label, case in complete)
     for case, label in label_files.items() if images_dir.is_dir() else ():  # else "missing folder" says it
         # nnU-Net would skip it silently: most often its images were misnamed or forgotten
-        problems.error(label, f"label file without images (no {case}_0000{file_ending} in imagesTr); add its images "
-                              "or remove it")
+        problems.error(
+            label,
+            f"label file without images (no {case}_0000{file_ending} in imagesTr); add its images "
+            "or remove it",
+        )
     return cases
 
 
-def _scan_images_folder(images_dir: Path, file_ending: str, problems: _Problems,
-                        severity: str) -> dict[str, dict[int, Path]]:
+def _scan_images_folder(
+    images_dir: Path, file_ending: str, problems: _Problems, severity: str
+) -> dict[str, dict[int, Path]]:
     """``{case: {channel index: file}}`` of ``{case}_{XXXX}{ending}`` files; reports every other file."""
     pattern = channel_file_pattern(file_ending)
     report = problems.error if severity == ERROR else problems.warning
@@ -384,7 +463,9 @@ def _scan_images_folder(images_dir: Path, file_ending: str, problems: _Problems,
             found.setdefault(match.group("case"), {})[int(match.group("channel"))] = path
         elif path.name.endswith(file_ending):
             stem = path.name[: -len(file_ending)]
-            report(path, f"image file name lacks the 4-digit channel suffix (expected {stem}_0000{file_ending})")
+            report(
+                path, f"image file name lacks the 4-digit channel suffix (expected {stem}_0000{file_ending})"
+            )
         else:
             _report_other_ending(path, file_ending, problems, report)
     return dict(sorted(found.items()))
@@ -411,13 +492,22 @@ def _report_other_ending(path: Path, file_ending: str, problems: _Problems, repo
     if ending == ".json" and file_ending.lower() in (".tif", ".tiff"):
         return  # nnU-Net's 3D TIFF spacing sidecar
     if ending in io.SUPPORTED_ENDINGS or ending == ".gz":
-        report(path, f"file ending {ending!r} is not the dataset's file_ending {file_ending!r}; nnU-Net ignores this file")
+        report(
+            path,
+            f"file ending {ending!r} is not the dataset's file_ending {file_ending!r}; nnU-Net ignores this file",
+        )
     else:
         problems.warning(path, f"not a {file_ending!r} file; ignored")
 
 
-def _check_channel_files(images_dir: Path, channel_files: dict[str, dict[int, Path]], dataset_json: dict,
-                         file_ending: str, problems: _Problems, severity: str) -> set[str]:
+def _check_channel_files(
+    images_dir: Path,
+    channel_files: dict[str, dict[int, Path]],
+    dataset_json: dict,
+    file_ending: str,
+    problems: _Problems,
+    severity: str,
+) -> set[str]:
     """Report missing and extra ``_XXXX`` files; return the cases whose files are complete."""
     report = problems.error if severity == ERROR else problems.warning
     channel_names = _channel_names(dataset_json)
@@ -433,7 +523,10 @@ def _check_channel_files(images_dir: Path, channel_files: dict[str, dict[int, Pa
     for case, files in channel_files.items():
         for index in expected:
             if index not in files:
-                report(images_dir / f"{case}_{index:04d}{file_ending}", f"missing channel file: channel_names declares {desc}")
+                report(
+                    images_dir / f"{case}_{index:04d}{file_ending}",
+                    f"missing channel file: channel_names declares {desc}",
+                )
         for index in sorted(set(files) - set(expected)):
             report(files[index], f"extra channel file: channel_names declares only {desc}")
         if set(files) == set(expected):
@@ -449,21 +542,30 @@ def _check_test_folder(folder: Path, dataset_json: dict, file_ending: str, probl
         _check_channel_files(images_ts, channel_files, dataset_json, file_ending, problems, WARNING)
 
 
-def _cases_from_list(folder: Path, dataset_json: dict,
-                     problems: _Problems) -> dict[str, tuple[list[Path], Path | None, bool]]:
+def _cases_from_list(
+    folder: Path, dataset_json: dict, problems: _Problems
+) -> dict[str, tuple[list[Path], Path | None, bool]]:
     """Cases of the explicit ``dataset`` file list; reports malformed entries and missing files."""
     path = folder / "dataset.json"
     entries = dataset_json["dataset"]
     if not isinstance(entries, dict):
-        problems.error(path, "'dataset' must map case identifiers to {\"images\": [...], \"label\": ...}")
+        problems.error(path, '\'dataset\' must map case identifiers to {"images": [...], "label": ...}')
         return {}
     well_formed = {}
     for case, entry in entries.items():
-        if (isinstance(entry, dict) and isinstance(entry.get("images"), list) and entry["images"]
-                and all(isinstance(p, str) for p in entry["images"]) and isinstance(entry.get("label"), str)):
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("images"), list)
+            and entry["images"]
+            and all(isinstance(p, str) for p in entry["images"])
+            and isinstance(entry.get("label"), str)
+        ):
             well_formed[case] = entry
         else:
-            problems.error(path, f"'dataset' entry {case!r} must be {{\"images\": [file, ...], \"label\": file}}, found {entry!r}")
+            problems.error(
+                path,
+                f'\'dataset\' entry {case!r} must be {{"images": [file, ...], "label": file}}, found {entry!r}',
+            )
     num_channels = len(_channel_names(dataset_json))
     cases = {}
     for case, files in find_cases(folder, {"dataset": well_formed}).items():
@@ -472,12 +574,19 @@ def _cases_from_list(folder: Path, dataset_json: dict,
             problems.error(p, f"missing file, listed in dataset.json under 'dataset' -> {case!r}")
         channels_ok = not num_channels or len(files.images) == num_channels
         if not channels_ok:
-            problems.error(path, f"'dataset' entry {case!r} lists {len(files.images)} image file(s), "
-                                 f"channel_names declares {num_channels}")
+            problems.error(
+                path,
+                f"'dataset' entry {case!r} lists {len(files.images)} image file(s), "
+                f"channel_names declares {num_channels}",
+            )
         # The case counts (numTraining); its existing files are still checked.
         images = [p for p in files.images if p not in missing]
         if images:
-            cases[case] = (images, None if files.label in missing else files.label, channels_ok and not missing)
+            cases[case] = (
+                images,
+                None if files.label in missing else files.label,
+                channels_ok and not missing,
+            )
     return cases
 
 
@@ -522,9 +631,16 @@ def _check_case(task: _CaseTask) -> _CaseResult:
             else:
                 _compare_geometry(current, array.shape, props, reference, "", problems)
             del array
-        if task.expected_channels is not None and num_channels is not None and num_channels != task.expected_channels:
-            problems.error(task.images[0], f"{num_channels} channel(s) read from {len(task.images)} file(s), "
-                                           f"but channel_names declares {task.channel_desc}")
+        if (
+            task.expected_channels is not None
+            and num_channels is not None
+            and num_channels != task.expected_channels
+        ):
+            problems.error(
+                task.images[0],
+                f"{num_channels} channel(s) read from {len(task.images)} file(s), "
+                f"but channel_names declares {task.channel_desc}",
+            )
         if task.label is not None:
             current = task.label
             result.label_values = _check_label(task, reference, problems)
@@ -557,14 +673,18 @@ def _check_intensities(path: str, array: np.ndarray, props: dict, problems: _Pro
         problems.error(path, f"spacing {props['spacing']} must be positive")
 
 
-def _compare_geometry(path: str, shape: tuple, props: dict, reference: tuple, role: str, problems: _Problems) -> None:
+def _compare_geometry(
+    path: str, shape: tuple, props: dict, reference: tuple, role: str, problems: _Problems
+) -> None:
     """Shape and spacing must match the reference file (errors); origin/direction/affine should (warnings)."""
     ref_path, ref_shape, ref_props = reference
     ref_name = f"{role}{Path(ref_path).name}"
     if tuple(shape[1:]) != tuple(ref_shape[1:]):
         problems.error(path, f"shape {tuple(shape[1:])} differs from {ref_name} {tuple(ref_shape[1:])}")
     elif not np.allclose(props["spacing"], ref_props["spacing"]):
-        problems.error(path, f"spacing {_fmt(props['spacing'])} differs from {ref_name} {_fmt(ref_props['spacing'])}")
+        problems.error(
+            path, f"spacing {_fmt(props['spacing'])} differs from {ref_name} {_fmt(ref_props['spacing'])}"
+        )
     mismatch = io.geometry_mismatch(ref_props, props)
     if mismatch:
         problems.warning(path, f"{mismatch} differs from {ref_name} (check that they are aligned)")
@@ -581,18 +701,26 @@ def _check_label(task: _CaseTask, reference: tuple | None, problems: _Problems) 
         seg = seg[:1]
     finite = np.isfinite(seg)
     if not finite.all():
-        problems.error(path, f"{int(np.isnan(seg).sum())} NaN and {int(np.isinf(seg).sum())} infinite voxel(s) in a label map")
+        problems.error(
+            path,
+            f"{int(np.isnan(seg).sum())} NaN and {int(np.isinf(seg).sum())} infinite voxel(s) in a label map",
+        )
     values = seg[finite]
     integral = values == np.round(values)
     if not integral.all():
         examples = np.unique(values[~integral])[:3]
-        problems.error(path, f"non-integer label values (e.g. {_short(examples.tolist())}); label maps hold integers")
+        problems.error(
+            path, f"non-integer label values (e.g. {_short(examples.tolist())}); label maps hold integers"
+        )
     found = _unique_ints(values[integral])
     if task.expected_values is not None:
         unexpected = sorted(set(found) - set(task.expected_values))
         if unexpected:
-            problems.error(path, f"label values {_short(unexpected)} are not declared in dataset.json labels "
-                                 f"(declared: {_short(task.expected_values)})")
+            problems.error(
+                path,
+                f"label values {_short(unexpected)} are not declared in dataset.json labels "
+                f"(declared: {_short(task.expected_values)})",
+            )
     if found == [0]:
         problems.warning(path, "contains only background (0): no foreground voxels")
     if reference is not None:
@@ -637,7 +765,9 @@ def _fmt(values: Iterable) -> str:
 
 
 def _axis_ranges(low: Sequence, high: Sequence) -> str:
-    return " x ".join(f"{_fmt_number(a)}" if a == b else f"{_fmt_number(a)}-{_fmt_number(b)}" for a, b in zip(low, high))
+    return " x ".join(
+        f"{_fmt_number(a)}" if a == b else f"{_fmt_number(a)}-{_fmt_number(b)}" for a, b in zip(low, high)
+    )
 
 
 def _one_line(message: str) -> str:
@@ -647,4 +777,4 @@ def _one_line(message: str) -> str:
 def _strip_path(message: str, path: Any) -> str:
     """Readers' messages start with the file's path; the Problem names it already."""
     prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message

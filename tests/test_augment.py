@@ -56,8 +56,15 @@ def no_augmentation() -> A.AugmentSettings:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("patch, expected", [((40, 56, 40), (73, 80, 64)), ((128, 128, 128), (205, 205, 205)),
-                                             ((20, 320, 256), (20, 376, 376)), ((56, 40), (65, 65))])
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ((40, 56, 40), (73, 80, 64)),
+        ((128, 128, 128), (205, 205, 205)),
+        ((20, 320, 256), (20, 376, 376)),
+        ((56, 40), (65, 65)),
+    ],
+)
 def test_initial_patch_size_reference_examples(patch, expected):
     rotation, dummy_2d, _ = A.rotation_and_mirroring_for(patch)
     assert A.initial_patch_size(patch, rotation, dummy_2d=dummy_2d) == expected
@@ -69,14 +76,20 @@ def test_initial_patch_size_matches_nnunet_fixture():
     for patch, expected in zip(cases["patch_sizes"], cases["initial_patch_sizes"]):
         patch = tuple(int(i) for i in patch if i > 0)
         rotation, dummy_2d, _ = A.rotation_and_mirroring_for(patch)
-        assert A.initial_patch_size(patch, rotation, dummy_2d=dummy_2d) == tuple(int(i) for i in expected[:len(patch)])
+        assert A.initial_patch_size(patch, rotation, dummy_2d=dummy_2d) == tuple(
+            int(i) for i in expected[: len(patch)]
+        )
 
 
 def test_rotation_and_mirroring_rules():
     deg = math.pi / 180
     assert A.rotation_and_mirroring_for((64, 160)) == (pytest.approx((-15 * deg, 15 * deg)), False, (0, 1))
     assert A.rotation_and_mirroring_for((64, 96)) == (pytest.approx((-180 * deg, 180 * deg)), False, (0, 1))
-    assert A.rotation_and_mirroring_for((96, 96, 96)) == (pytest.approx((-30 * deg, 30 * deg)), False, (0, 1, 2))
+    assert A.rotation_and_mirroring_for((96, 96, 96)) == (
+        pytest.approx((-30 * deg, 30 * deg)),
+        False,
+        (0, 1, 2),
+    )
     assert A.rotation_and_mirroring_for((20, 320, 256))[1:] == (True, (0, 1, 2))
     assert A.rotation_and_mirroring_for((32, 96, 96))[1] is False  # max / patch[0] must exceed 3
     with pytest.raises(ValueError, match="2 or 3 axes"):
@@ -117,13 +130,18 @@ def test_spatial_parameters():
     assert abs(np.corrcoef(rotated[:, 0], rotated[:, 1])[0, 1]) < 0.15  # independent axes
     assert (scales[~params["scale"]] == 1).all()
     assert scales[params["scale"]].min() >= 0.7 and scales[params["scale"]].max() <= 1.4
-    for in_plane in (A.SpatialTransform((2, 2)).sample(shape_only(spatial=(2, 2)), gen()),
-                     A.SpatialTransform((2, 2, 2), dummy_2d=True).sample(shape_only(), gen())):
+    for in_plane in (
+        A.SpatialTransform((2, 2)).sample(shape_only(spatial=(2, 2)), gen()),
+        A.SpatialTransform((2, 2, 2), dummy_2d=True).sample(shape_only(), gen()),
+    ):
         assert in_plane["angles"].shape == (N, 1) and in_plane["affine"].shape[1:] == (2, 2)
 
 
 def test_affine_is_rz_ry_rx_s():
-    angles, scales = torch.tensor([[0.3, -0.2, 0.7]], dtype=torch.float64), torch.tensor([1.3], dtype=torch.float64)
+    angles, scales = (
+        torch.tensor([[0.3, -0.2, 0.7]], dtype=torch.float64),
+        torch.tensor([1.3], dtype=torch.float64),
+    )
     (x, y, z), s = angles[0].tolist(), 1.3
     rx = np.array([[1, 0, 0], [0, math.cos(x), -math.sin(x)], [0, math.sin(x), math.cos(x)]])
     ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
@@ -132,11 +150,20 @@ def test_affine_is_rz_ry_rx_s():
     np.testing.assert_allclose(A._rotation_scaling_matrices(angles, scales)[0].numpy(), expected, atol=1e-12)
 
 
-@pytest.mark.parametrize("transform, p", [(A.GaussianNoise(), 0.1), (A.GaussianBlur(), 0.2),
-                                          (A.MultiplicativeBrightness(), 0.15), (A.Contrast(), 0.15),
-                                          (A.SimulateLowResolution(), 0.25), (A.Gamma(p=0.1, invert=True), 0.1),
-                                          (A.Gamma(), 0.3), (A.RandomBinaryOperator(2), 0.4),
-                                          (A.RemoveRandomConnectedComponent(2), 0.2)])
+@pytest.mark.parametrize(
+    "transform, p",
+    [
+        (A.GaussianNoise(), 0.1),
+        (A.GaussianBlur(), 0.2),
+        (A.MultiplicativeBrightness(), 0.15),
+        (A.Contrast(), 0.15),
+        (A.SimulateLowResolution(), 0.25),
+        (A.Gamma(p=0.1, invert=True), 0.1),
+        (A.Gamma(), 0.3),
+        (A.RandomBinaryOperator(2), 0.4),
+        (A.RemoveRandomConnectedComponent(2), 0.2),
+    ],
+)
 def test_probability_of_application(transform, p):
     params = transform.sample(shape_only(), gen())
     assert_fraction(params["applied"], p)
@@ -152,8 +179,11 @@ def test_intensity_parameter_ranges():
     assert sigmas.shape == (N, 2, 3) and sigmas.min() >= 0.5 and sigmas.max() <= 1.0
     zooms = A.SimulateLowResolution().sample(batch, gen())["zooms"]
     assert zooms.shape == (N, 2) and zooms.min() >= 0.5 and zooms.max() <= 1.0
-    for t, key, low, high in [(A.MultiplicativeBrightness(), "multipliers", 0.75, 1.25),
-                              (A.Contrast(), "factors", 0.75, 1.25), (A.Gamma(), "gammas", 0.7, 1.5)]:
+    for t, key, low, high in [
+        (A.MultiplicativeBrightness(), "multipliers", 0.75, 1.25),
+        (A.Contrast(), "factors", 0.75, 1.25),
+        (A.Gamma(), "gammas", 0.7, 1.5),
+    ]:
         values = t.sample(batch, gen())[key]
         assert values.min() >= low and values.max() <= high
         assert_fraction(values < 1, 0.5)  # BGContrast
@@ -190,11 +220,18 @@ def test_applied_samples_are_exactly_the_changed_ones():
 def spatial_params(angles, scale, warp=True):
     angles = torch.tensor([angles], dtype=torch.float64)
     scales = torch.tensor([scale], dtype=torch.float64)
-    return {"rotate": torch.tensor([warp]), "scale": torch.tensor([False]), "angles": angles, "scales": scales,
-            "affine": A._rotation_scaling_matrices(angles, scales)}
+    return {
+        "rotate": torch.tensor([warp]),
+        "scale": torch.tensor([False]),
+        "angles": angles,
+        "scales": scales,
+        "affine": A._rotation_scaling_matrices(angles, scales),
+    }
 
 
-@pytest.mark.parametrize("loaded, patch", [((10, 12, 14), (6, 8, 8)), ((9, 12, 13), (6, 7, 8)), ((8, 9), (5, 6))])
+@pytest.mark.parametrize(
+    "loaded, patch", [((10, 12, 14), (6, 8, 8)), ((9, 12, 13), (6, 7, 8)), ((8, 9), (5, 6))]
+)
 def test_spatial_without_warp_is_center_crop(loaded, patch):
     image = torch.randn(3, 2, *loaded)
     seg = torch.randint(-1, 3, (3, 1, *loaded))
@@ -205,7 +242,8 @@ def test_spatial_without_warp_is_center_crop(loaded, patch):
 
 def test_spatial_crop_pads_image_with_zero_and_seg_with_minus_one():
     out = A.SpatialTransform((6, 6), p_rotation=0, p_scaling=0)(
-        {"image": torch.ones(1, 1, 4, 6), "seg": torch.ones(1, 1, 4, 6, dtype=torch.int16)}, gen())
+        {"image": torch.ones(1, 1, 4, 6), "seg": torch.ones(1, 1, 4, 6, dtype=torch.int16)}, gen()
+    )
     assert out["image"][0, 0, :, 0].tolist() == [0, 1, 1, 1, 1, 0]
     assert out["seg"][0, 0, :, 0].tolist() == [-1, 1, 1, 1, 1, -1]
 
@@ -285,7 +323,10 @@ def test_spatial_outside_is_label_minus_one_beyond_half_a_voxel():
     seg = torch.ones(1, 1, 1, 10, dtype=torch.int16)  # a 1 x 10 strip, voxel centers 0..9
     t = A.SpatialTransform((1, 10))
     # scale 1.1 reads x = 4.5 + 1.1 * (-4.5 ... 4.5) = -0.45 ... 9.45: less than half a voxel out
-    assert t.apply({"image": seg.float(), "seg": seg}, spatial_params([0.0], 1.1))["seg"].flatten().tolist() == [1] * 10
+    assert (
+        t.apply({"image": seg.float(), "seg": seg}, spatial_params([0.0], 1.1))["seg"].flatten().tolist()
+        == [1] * 10
+    )
     # scale 1.2 reads -0.9 ... 9.9: the end points are mostly padding
     out = t.apply({"image": seg.float(), "seg": seg}, spatial_params([0.0], 1.2))["seg"].flatten().tolist()
     assert out == [-1] + [1] * 8 + [-1]
@@ -313,10 +354,17 @@ def test_spatial_matches_batchgeneratorsv2():
         patch, dummy_2d = tuple(cases[f"patch_{i}"].tolist()), bool(cases[f"dummy_2d_{i}"])
         affine = torch.from_numpy(cases[f"affine_{i}"])[None]
         warped = bool(affine.abs().sum() > 0)
-        params = {"rotate": torch.tensor([warped]), "scale": torch.tensor([False]),
-                  "affine": affine if warped else torch.eye(len(patch) - dummy_2d, dtype=torch.float64)[None]}
-        out = A.SpatialTransform(patch, dummy_2d=dummy_2d).apply({"image": image[None], "seg": seg[None]}, params)
-        torch.testing.assert_close(out["image"][0], torch.from_numpy(cases[f"out_image_{i}"]), atol=1e-5, rtol=0)
+        params = {
+            "rotate": torch.tensor([warped]),
+            "scale": torch.tensor([False]),
+            "affine": affine if warped else torch.eye(len(patch) - dummy_2d, dtype=torch.float64)[None],
+        }
+        out = A.SpatialTransform(patch, dummy_2d=dummy_2d).apply(
+            {"image": image[None], "seg": seg[None]}, params
+        )
+        torch.testing.assert_close(
+            out["image"][0], torch.from_numpy(cases[f"out_image_{i}"]), atol=1e-5, rtol=0
+        )
         assert torch.equal(out["seg"][0], torch.from_numpy(cases[f"out_seg_{i}"])), i
 
 
@@ -327,8 +375,11 @@ def test_spatial_matches_batchgeneratorsv2():
 
 def test_noise_std_and_channels_share_sigma():
     image = torch.zeros(2, 2, 64, 64)
-    params = {"applied": torch.tensor([True, False]), "std": torch.tensor([0.05, 0.09], dtype=torch.float64),
-              "noise_seed": torch.tensor([7])}
+    params = {
+        "applied": torch.tensor([True, False]),
+        "std": torch.tensor([0.05, 0.09], dtype=torch.float64),
+        "noise_seed": torch.tensor([7]),
+    }
     out = A.GaussianNoise().apply({"image": image}, params)["image"]
     assert out[0, 0].std().item() == pytest.approx(0.05, rel=0.05)
     assert out[0, 1].std().item() == pytest.approx(0.05, rel=0.05)
@@ -353,8 +404,13 @@ def test_gaussian_kernel_sizes():
 
 def test_blur_matches_reflect_padded_separable_convolution():
     image = torch.randn(2, 2, 7, 9, 8, generator=gen())
-    params = {"applied": torch.tensor([True, True]), "channels": torch.tensor([[True, False], [True, True]]),
-              "sigmas": torch.tensor([[[0.5, 0.7, 1.0]] * 2, [[0.9, 0.6, 0.55], [1.0, 1.0, 1.0]]], dtype=torch.float64)}
+    params = {
+        "applied": torch.tensor([True, True]),
+        "channels": torch.tensor([[True, False], [True, True]]),
+        "sigmas": torch.tensor(
+            [[[0.5, 0.7, 1.0]] * 2, [[0.9, 0.6, 0.55], [1.0, 1.0, 1.0]]], dtype=torch.float64
+        ),
+    }
     out = A.GaussianBlur().apply({"image": image}, params)["image"]
     for b, c in [(0, 0), (1, 0), (1, 1)]:
         expected = image[b, c]
@@ -392,14 +448,19 @@ def test_gamma_curve_value():
     curve = torch.tensor([0.0, 0.0625, 1.0])
     expected = (curve - curve.mean()) * (x.std() / curve.std()) + x.mean()  # gamma, then the stats restored
     torch.testing.assert_close(A.Gamma().apply({"image": x}, params)["image"][0, 0], expected)
-    inverted = A.Gamma(invert=True).apply({"image": x}, params)["image"][0, 0]  # the curve bends the other way
+    inverted = A.Gamma(invert=True).apply({"image": x}, params)["image"][
+        0, 0
+    ]  # the curve bends the other way
     assert inverted[1] > expected[1]
 
 
 def test_lowres_matches_interpolate_per_channel():
     image = torch.randn(2, 2, 11, 16, 13, generator=gen())
-    params = {"applied": torch.tensor([True, True]), "channels": torch.tensor([[True, False], [True, True]]),
-              "zooms": torch.tensor([[0.5, 0.9], [0.73, 0.61]])}
+    params = {
+        "applied": torch.tensor([True, True]),
+        "channels": torch.tensor([[True, False], [True, True]]),
+        "zooms": torch.tensor([[0.5, 0.9], [0.73, 0.61]]),
+    }
     out = A.SimulateLowResolution().apply({"image": image}, params)["image"]
     for b, c in [(0, 0), (1, 0), (1, 1)]:
         zoom = params["zooms"][b, c].item()
@@ -412,14 +473,20 @@ def test_lowres_matches_interpolate_per_channel():
 
 def test_lowres_ignores_axis_0_in_dummy_2d():
     image = torch.arange(8.0).view(1, 1, 8, 1, 1).expand(1, 1, 8, 6, 6).contiguous()
-    params = {"applied": torch.tensor([True]), "channels": torch.tensor([[True]]), "zooms": torch.tensor([[0.5]])}
+    params = {
+        "applied": torch.tensor([True]),
+        "channels": torch.tensor([[True]]),
+        "zooms": torch.tensor([[0.5]]),
+    }
     out = A.SimulateLowResolution(ignore_axes=(0,)).apply({"image": image}, params)["image"]
     assert torch.equal(out, image)  # constant in-plane, so only axis 0 could have changed
 
 
 def test_brightness_multiplies_per_channel():
-    params = {"applied": torch.tensor([True, False]),
-              "multipliers": torch.tensor([[0.8, 1.2], [0.9, 0.9]], dtype=torch.float64)}
+    params = {
+        "applied": torch.tensor([True, False]),
+        "multipliers": torch.tensor([[0.8, 1.2], [0.9, 0.9]], dtype=torch.float64),
+    }
     out = A.MultiplicativeBrightness().apply({"image": torch.ones(2, 2, 3)}, params)["image"]
     torch.testing.assert_close(out[:, :, 0], torch.tensor([[0.8, 1.2], [1.0, 1.0]]))
 
@@ -432,18 +499,26 @@ def test_intensity_transforms_match_batchgeneratorsv2():
     channels = torch.tensor([[True, True]])
     factors = torch.from_numpy(cases["factors"]).double()[None]
     outputs = {
-        "blur": A.GaussianBlur().apply({"image": image}, {"applied": both, "channels": channels,
-                                                          "sigmas": torch.from_numpy(cases["blur_sigmas"])[None]}),
-        "brightness": A.MultiplicativeBrightness().apply({"image": image}, {"applied": both, "multipliers": factors}),
+        "blur": A.GaussianBlur().apply(
+            {"image": image},
+            {"applied": both, "channels": channels, "sigmas": torch.from_numpy(cases["blur_sigmas"])[None]},
+        ),
+        "brightness": A.MultiplicativeBrightness().apply(
+            {"image": image}, {"applied": both, "multipliers": factors}
+        ),
         "contrast": A.Contrast().apply({"image": image}, {"applied": both, "factors": factors}),
-        "lowres": A.SimulateLowResolution().apply({"image": image}, {"applied": both, "channels": channels,
-                                                                     "zooms": torch.from_numpy(cases["zooms"])[None]}),
+        "lowres": A.SimulateLowResolution().apply(
+            {"image": image},
+            {"applied": both, "channels": channels, "zooms": torch.from_numpy(cases["zooms"])[None]},
+        ),
     }
     for invert in (0, 1):
         params = {"applied": both, "gammas": torch.from_numpy(cases["gammas"]).double()[None]}
         outputs[f"gamma_invert_{invert}"] = A.Gamma(invert=bool(invert)).apply({"image": image}, params)
     for name, out in outputs.items():
-        torch.testing.assert_close(out["image"][0], torch.from_numpy(cases[name]), atol=2e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(
+            out["image"][0], torch.from_numpy(cases[name]), atol=2e-5, rtol=1e-5, msg=name
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -467,7 +542,7 @@ def test_mirror_is_per_sample_and_an_involution():
 def test_mask_image_zeroes_exactly_outside():
     seg = torch.randint(-1, 2, (2, 1, 5, 5))
     out = A.MaskImage((0, 2))({"image": torch.ones(2, 3, 5, 5), "seg": seg}, gen())["image"]
-    outside = (seg[:, 0] < 0)
+    outside = seg[:, 0] < 0
     assert torch.equal(out[:, 0] == 0, outside) and torch.equal(out[:, 2] == 0, outside)
     assert (out[:, 1] == 1).all()
 
@@ -483,7 +558,9 @@ def test_move_seg_as_one_hot():
     seg = torch.stack([torch.randint(0, 3, (2, 4, 4)), torch.randint(0, 3, (2, 4, 4))], 1)
     out = A.MoveSegAsOneHotToData((1, 2))({"image": image, "seg": seg}, gen())
     assert out["image"].shape == (2, 3, 4, 4) and torch.equal(out["image"][:, 0], image[:, 0])
-    assert torch.equal(out["image"][:, 1] == 1, seg[:, 1] == 1) and torch.equal(out["image"][:, 2] == 1, seg[:, 1] == 2)
+    assert torch.equal(out["image"][:, 1] == 1, seg[:, 1] == 1) and torch.equal(
+        out["image"][:, 2] == 1, seg[:, 1] == 2
+    )
     assert torch.equal(out["seg"], seg[:, :1])
 
 
@@ -528,15 +605,25 @@ def test_structuring_elements_and_operators_match_batchgeneratorsv2():
     for radius in cases["radii"]:
         for ndim in (2, 3):
             expected = cases[f"element_{ndim}d_{radius:.2f}"]
-            assert np.array_equal(A.structuring_element(float(radius), ndim).numpy(), expected), (radius, ndim)
+            assert np.array_equal(A.structuring_element(float(radius), ndim).numpy(), expected), (
+                radius,
+                ndim,
+            )
     mask = torch.from_numpy(cases["mask"])
     for i, (radius, operator) in enumerate(zip(cases["op_radii"], cases["operators"])):
         t = A.RandomBinaryOperator(1)
-        params = {"applied": torch.tensor([True]), "chosen": torch.tensor([[True]]), "order": torch.tensor([[0]]),
-                  "operators": torch.tensor([[int(operator)]]),
-                  "radii": torch.tensor([[float(radius)]], dtype=torch.float64)}
+        params = {
+            "applied": torch.tensor([True]),
+            "chosen": torch.tensor([[True]]),
+            "order": torch.tensor([[0]]),
+            "operators": torch.tensor([[int(operator)]]),
+            "radii": torch.tensor([[float(radius)]], dtype=torch.float64),
+        }
         out = t.apply({"image": mask[None, None].float()}, params)["image"][0, 0]
-        assert np.array_equal(out.bool().numpy(), cases[f"op_result_{i}"]), (radius, A.BINARY_OPERATORS[int(operator)])
+        assert np.array_equal(out.bool().numpy(), cases[f"op_result_{i}"]), (
+            radius,
+            A.BINARY_OPERATORS[int(operator)],
+        )
 
 
 @pytest.mark.parametrize("operator", A.BINARY_OPERATORS)
@@ -544,17 +631,26 @@ def test_binary_operators_match_scipy(operator):
     rng = np.random.default_rng(0)
     mask = ndimage.binary_dilation(rng.random((14, 15, 13)) > 0.97, iterations=2)
     element = A.structuring_element(2.0, 3).numpy()
+
     def dilate(m):
         return ndimage.binary_dilation(m, element)
 
     def erode(m):  # the outside counts as foreground: the border does not erode
         return ndimage.binary_erosion(m, element, border_value=1)
 
-    expected = {"dilation": dilate, "erosion": erode, "closing": lambda m: erode(dilate(m)),
-                "opening": lambda m: dilate(erode(m))}[operator](mask)
-    params = {"applied": torch.tensor([True]), "chosen": torch.tensor([[True]]), "order": torch.tensor([[0]]),
-              "operators": torch.tensor([[A.BINARY_OPERATORS.index(operator)]]),
-              "radii": torch.tensor([[2.0]], dtype=torch.float64)}
+    expected = {
+        "dilation": dilate,
+        "erosion": erode,
+        "closing": lambda m: erode(dilate(m)),
+        "opening": lambda m: dilate(erode(m)),
+    }[operator](mask)
+    params = {
+        "applied": torch.tensor([True]),
+        "chosen": torch.tensor([[True]]),
+        "order": torch.tensor([[0]]),
+        "operators": torch.tensor([[A.BINARY_OPERATORS.index(operator)]]),
+        "radii": torch.tensor([[2.0]], dtype=torch.float64),
+    }
     image = torch.cat([torch.zeros(1, 1, *mask.shape), torch.from_numpy(mask)[None, None].float()], 1)
     out = A.RandomBinaryOperator(1).apply({"image": image}, params)["image"]
     assert np.array_equal(out[0, 1].bool().numpy(), expected)
@@ -565,8 +661,13 @@ def test_binary_operator_removes_added_voxels_from_other_channels():
     one_hot = torch.zeros(1, 2, 9, 9)
     one_hot[0, 0, 4, 4] = 1
     one_hot[0, 1, 4, 5] = 1
-    params = {"applied": torch.tensor([True]), "chosen": torch.tensor([[True, False]]), "order": torch.tensor([[0, 1]]),
-              "operators": torch.tensor([[0, 0]]), "radii": torch.tensor([[1.0, 1.0]], dtype=torch.float64)}
+    params = {
+        "applied": torch.tensor([True]),
+        "chosen": torch.tensor([[True, False]]),
+        "order": torch.tensor([[0, 1]]),
+        "operators": torch.tensor([[0, 0]]),
+        "radii": torch.tensor([[1.0, 1.0]], dtype=torch.float64),
+    }
     out = A.RandomBinaryOperator(2).apply({"image": one_hot}, params)["image"]
     assert out[0, 0].sum() == 5 and out[0, 1].sum() == 0  # the dilated class took the neighbour's voxel
 
@@ -581,8 +682,11 @@ def test_remove_connected_component():
     t = A.RemoveRandomConnectedComponent(1)
     removed = []
     for pick in (0.0, 0.99):
-        params = {"applied": torch.tensor([True]), "chosen": torch.tensor([[True]]),
-                  "picks": torch.tensor([[pick]], dtype=torch.float64)}
+        params = {
+            "applied": torch.tensor([True]),
+            "chosen": torch.tensor([[True]]),
+            "picks": torch.tensor([[pick]], dtype=torch.float64),
+        }
         out = t.apply({"image": image}, params)["image"]
         removed.append(int((image - out).sum()))
         assert out[0, 0, 5:20, 5:9].all()
@@ -601,13 +705,38 @@ def make_batch(loaded, b=2, c=2, seg_channels=1, seed=0):
 
 
 def test_pipeline_order_and_options():
-    names = [type(t).__name__ for t in A.training_pipeline(
-        (16, 16, 16), (-0.5, 0.5), (0, 1, 2), use_mask_for_norm=[False, True], is_cascaded=True,
-        foreground_labels=[1, 2], regions=[(1, 2), 2], ignore_label=3, deep_supervision_scales=[[1, 1, 1]])]
-    assert names == ["SpatialTransform", "GaussianNoise", "GaussianBlur", "MultiplicativeBrightness", "Contrast",
-                     "SimulateLowResolution", "Gamma", "Gamma", "Mirror", "MaskImage", "RemoveLabel",
-                     "MoveSegAsOneHotToData", "RandomBinaryOperator", "RemoveRandomConnectedComponent",
-                     "SegToRegions", "DownsampleSegForDS"]
+    names = [
+        type(t).__name__
+        for t in A.training_pipeline(
+            (16, 16, 16),
+            (-0.5, 0.5),
+            (0, 1, 2),
+            use_mask_for_norm=[False, True],
+            is_cascaded=True,
+            foreground_labels=[1, 2],
+            regions=[(1, 2), 2],
+            ignore_label=3,
+            deep_supervision_scales=[[1, 1, 1]],
+        )
+    ]
+    assert names == [
+        "SpatialTransform",
+        "GaussianNoise",
+        "GaussianBlur",
+        "MultiplicativeBrightness",
+        "Contrast",
+        "SimulateLowResolution",
+        "Gamma",
+        "Gamma",
+        "Mirror",
+        "MaskImage",
+        "RemoveLabel",
+        "MoveSegAsOneHotToData",
+        "RandomBinaryOperator",
+        "RemoveRandomConnectedComponent",
+        "SegToRegions",
+        "DownsampleSegForDS",
+    ]
     with pytest.raises(ValueError, match="foreground_labels"):
         A.training_pipeline((16, 16), (-0.5, 0.5), (0, 1), is_cascaded=True)
     lowres = A.training_pipeline((8, 32, 32), (-3.1, 3.1), (0, 1, 2), True)[5]
@@ -630,19 +759,42 @@ def test_training_pipeline_end_to_end(patch, loaded_seg_channels):
     loaded = A.initial_patch_size(patch, rotation, dummy_2d=dummy_2d)
     batch = make_batch(loaded, b=3, seg_channels=loaded_seg_channels)
     scales = [[1.0] * len(patch), [0.5] * len(patch)]
-    pipeline = A.training_pipeline(patch, rotation, mirror_axes, dummy_2d, use_mask_for_norm=[True, False],
-                                   is_cascaded=loaded_seg_channels == 2, foreground_labels=[1, 2],
-                                   deep_supervision_scales=scales)
-    settings = dataclasses.replace(A.NNUNET_DEFAULTS, **{f.name: 1.0 for f in dataclasses.fields(A.AugmentSettings)
-                                                         if f.name.startswith("p_") and "per_" not in f.name})
-    forced = A.training_pipeline(patch, rotation, mirror_axes, dummy_2d, settings=settings,
-                                 is_cascaded=loaded_seg_channels == 2, foreground_labels=[1, 2])
+    pipeline = A.training_pipeline(
+        patch,
+        rotation,
+        mirror_axes,
+        dummy_2d,
+        use_mask_for_norm=[True, False],
+        is_cascaded=loaded_seg_channels == 2,
+        foreground_labels=[1, 2],
+        deep_supervision_scales=scales,
+    )
+    settings = dataclasses.replace(
+        A.NNUNET_DEFAULTS,
+        **{
+            f.name: 1.0
+            for f in dataclasses.fields(A.AugmentSettings)
+            if f.name.startswith("p_") and "per_" not in f.name
+        },
+    )
+    forced = A.training_pipeline(
+        patch,
+        rotation,
+        mirror_axes,
+        dummy_2d,
+        settings=settings,
+        is_cascaded=loaded_seg_channels == 2,
+        foreground_labels=[1, 2],
+    )
     for steps in (pipeline, forced):
         out = A.augment(batch, steps, gen())
         image, seg = out["image"], out["seg"][0] if isinstance(out["seg"], list) else out["seg"]
         assert image.shape == (3, 2 + 2 * (loaded_seg_channels == 2), *patch) and seg.shape == (3, 1, *patch)
         assert set(torch.unique(seg).tolist()) <= {0, 1, 2} and torch.isfinite(image).all()
-    assert [t.shape[2:] for t in A.augment(batch, pipeline, gen())["seg"]] == [patch, tuple(p // 2 for p in patch)]
+    assert [t.shape[2:] for t in A.augment(batch, pipeline, gen())["seg"]] == [
+        patch,
+        tuple(p // 2 for p in patch),
+    ]
 
 
 def test_same_seed_same_batch_and_different_seed_different():
@@ -659,9 +811,16 @@ def test_same_seed_same_batch_and_different_seed_different():
 def test_inputs_are_not_modified():
     batch = make_batch((20, 20, 20))
     copy = {k: v.clone() for k, v in batch.items() if torch.is_tensor(v)}
-    settings = dataclasses.replace(A.NNUNET_DEFAULTS, p_noise=1, p_gamma=1, p_contrast=1, p_blur=1, p_lowres=1)
-    A.augment(batch, A.training_pipeline((20, 20, 20), (-0.5, 0.5), (0, 1, 2), settings=settings,
-                                         use_mask_for_norm=[True, True]), gen())
+    settings = dataclasses.replace(
+        A.NNUNET_DEFAULTS, p_noise=1, p_gamma=1, p_contrast=1, p_blur=1, p_lowres=1
+    )
+    A.augment(
+        batch,
+        A.training_pipeline(
+            (20, 20, 20), (-0.5, 0.5), (0, 1, 2), settings=settings, use_mask_for_norm=[True, True]
+        ),
+        gen(),
+    )
     assert all(torch.equal(batch[k], v) for k, v in copy.items())
 
 
@@ -680,9 +839,13 @@ def test_cuda_gives_the_cpu_result():
     rotation, _, mirror_axes = A.rotation_and_mirroring_for(patch)
     batch = make_batch(A.initial_patch_size(patch, rotation), b=4)
     settings = dataclasses.replace(A.NNUNET_DEFAULTS, p_noise=0.0, p_rotation=0.5, p_scaling=0.5, p_blur=0.5)
-    pipeline = A.training_pipeline(patch, rotation, mirror_axes, settings=settings, deep_supervision_scales=[[1] * 3])
+    pipeline = A.training_pipeline(
+        patch, rotation, mirror_axes, settings=settings, deep_supervision_scales=[[1] * 3]
+    )
     on_cpu = A.augment(batch, pipeline, gen(3))
-    on_cuda = A.augment({k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}, pipeline, gen(3))
+    on_cuda = A.augment(
+        {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}, pipeline, gen(3)
+    )
     torch.testing.assert_close(on_cuda["image"].cpu(), on_cpu["image"], atol=1e-4, rtol=1e-4)
     assert (on_cuda["seg"][0].cpu() != on_cpu["seg"][0]).float().mean() < 1e-3
 
@@ -707,7 +870,9 @@ def test_label_scores_one_pass_equals_one_pass_per_label():
 
 # --- the pipeline's settings, step by step, against nnU-Net's get_training_transforms -----------------------
 
-PIPELINE_FIXTURE = Path(__file__).parent / "fixtures" / "augment" / "pipeline.json"  # make_augment_pipeline.py
+PIPELINE_FIXTURE = (
+    Path(__file__).parent / "fixtures" / "augment" / "pipeline.json"
+)  # make_augment_pipeline.py
 
 
 def _bg(value_range) -> dict:
@@ -717,20 +882,45 @@ def _bg(value_range) -> dict:
 def _spatial_record(t: A.SpatialTransform) -> list[dict]:
     patch = list(t.patch_size[1:] if t.dummy_2d else t.patch_size)
     # what _sample_labels / _sample_image implement, stated once: nnU-Net must still ask for exactly this
-    assumed = {"patch_center_dist_from_border": [0] * len(patch), "random_crop": False, "p_elastic_deform": 0,
-               "elastic_deform_scale": [0, 0.2], "elastic_deform_magnitude": [0, 0.2], "p_rot_per_axis": 1,
-               "p_synchronize_scaling_across_axes": 1, "p_synchronize_def_scale_across_axes": 0,
-               "bg_style_seg_sampling": False, "seg_tiebreak": "nearest", "mode_seg": "bilinear",
-               "border_mode_seg": "constant", "center_deformation": True, "mode_image": "bilinear",
-               "padding_mode_image": "zeros", "padding_value_seg": A.OUTSIDE_LABEL, "padding_value_image": 0,
-               "align_corners": False}
-    spatial = {"name": "SpatialTransform", "p": 1, "params": {
-        "patch_size": patch, **assumed, "p_rotation": t.p_rotation, "rotation": list(t.rotation_range),
-        "p_scaling": t.p_scaling, "scaling": list(t.scaling_range)}}
+    assumed = {
+        "patch_center_dist_from_border": [0] * len(patch),
+        "random_crop": False,
+        "p_elastic_deform": 0,
+        "elastic_deform_scale": [0, 0.2],
+        "elastic_deform_magnitude": [0, 0.2],
+        "p_rot_per_axis": 1,
+        "p_synchronize_scaling_across_axes": 1,
+        "p_synchronize_def_scale_across_axes": 0,
+        "bg_style_seg_sampling": False,
+        "seg_tiebreak": "nearest",
+        "mode_seg": "bilinear",
+        "border_mode_seg": "constant",
+        "center_deformation": True,
+        "mode_image": "bilinear",
+        "padding_mode_image": "zeros",
+        "padding_value_seg": A.OUTSIDE_LABEL,
+        "padding_value_image": 0,
+        "align_corners": False,
+    }
+    spatial = {
+        "name": "SpatialTransform",
+        "p": 1,
+        "params": {
+            "patch_size": patch,
+            **assumed,
+            "p_rotation": t.p_rotation,
+            "rotation": list(t.rotation_range),
+            "p_scaling": t.p_scaling,
+            "scaling": list(t.scaling_range),
+        },
+    }
     if not t.dummy_2d:
         return [spatial]
-    return [{"name": "Convert3DTo2DTransform", "p": 1, "params": {}}, spatial,
-            {"name": "Convert2DTo3DTransform", "p": 1, "params": {}}]
+    return [
+        {"name": "Convert3DTo2DTransform", "p": 1, "params": {}},
+        spatial,
+        {"name": "Convert2DTo3DTransform", "p": 1, "params": {}},
+    ]
 
 
 def _records(t) -> list[dict]:
@@ -738,41 +928,120 @@ def _records(t) -> list[dict]:
     if isinstance(t, A.SpatialTransform):
         return _spatial_record(t)
     name, p, params = {
-        A.GaussianNoise: lambda: ("GaussianNoiseTransform", t.p, {
-            "noise_variance": list(t.std_range), "p_per_channel": 1, "synchronize_channels": True}),
-        A.GaussianBlur: lambda: ("GaussianBlurTransform", t.p, {
-            "blur_sigma": list(t.sigma_range), "synchronize_channels": False, "synchronize_axes": False,
-            "p_per_channel": t.p_per_channel}),
-        A.MultiplicativeBrightness: lambda: ("MultiplicativeBrightnessTransform", t.p, {
-            "multiplier_range": _bg(t.multiplier_range), "synchronize_channels": False, "p_per_channel": 1}),
-        A.Contrast: lambda: ("ContrastTransform", t.p, {
-            "contrast_range": _bg(t.contrast_range), "preserve_range": True, "synchronize_channels": False,
-            "p_per_channel": 1}),
-        A.SimulateLowResolution: lambda: ("SimulateLowResolutionTransform", t.p, {
-            "scale": list(t.zoom_range), "synchronize_channels": False, "synchronize_axes": True,
-            "ignore_axes": list(t.ignore_axes) or None, "allowed_channels": None, "p_per_channel": t.p_per_channel,
-            "upmodes": {"1": "linear", "2": "bilinear", "3": "trilinear"}}),
-        A.Gamma: lambda: ("GammaTransform", t.p, {
-            "gamma": _bg(t.gamma_range), "p_invert_image": float(t.invert), "synchronize_channels": False,
-            "p_per_channel": 1, "p_retain_stats": 1}),
+        A.GaussianNoise: lambda: (
+            "GaussianNoiseTransform",
+            t.p,
+            {"noise_variance": list(t.std_range), "p_per_channel": 1, "synchronize_channels": True},
+        ),
+        A.GaussianBlur: lambda: (
+            "GaussianBlurTransform",
+            t.p,
+            {
+                "blur_sigma": list(t.sigma_range),
+                "synchronize_channels": False,
+                "synchronize_axes": False,
+                "p_per_channel": t.p_per_channel,
+            },
+        ),
+        A.MultiplicativeBrightness: lambda: (
+            "MultiplicativeBrightnessTransform",
+            t.p,
+            {"multiplier_range": _bg(t.multiplier_range), "synchronize_channels": False, "p_per_channel": 1},
+        ),
+        A.Contrast: lambda: (
+            "ContrastTransform",
+            t.p,
+            {
+                "contrast_range": _bg(t.contrast_range),
+                "preserve_range": True,
+                "synchronize_channels": False,
+                "p_per_channel": 1,
+            },
+        ),
+        A.SimulateLowResolution: lambda: (
+            "SimulateLowResolutionTransform",
+            t.p,
+            {
+                "scale": list(t.zoom_range),
+                "synchronize_channels": False,
+                "synchronize_axes": True,
+                "ignore_axes": list(t.ignore_axes) or None,
+                "allowed_channels": None,
+                "p_per_channel": t.p_per_channel,
+                "upmodes": {"1": "linear", "2": "bilinear", "3": "trilinear"},
+            },
+        ),
+        A.Gamma: lambda: (
+            "GammaTransform",
+            t.p,
+            {
+                "gamma": _bg(t.gamma_range),
+                "p_invert_image": float(t.invert),
+                "synchronize_channels": False,
+                "p_per_channel": 1,
+                "p_retain_stats": 1,
+            },
+        ),
         A.Mirror: lambda: ("MirrorTransform", 1, {"allowed_axes": list(t.axes)}),
-        A.MaskImage: lambda: ("MaskImageTransform", 1, {
-            "apply_to_channels": list(t.channels), "channel_idx_in_seg": 0, "set_outside_to": 0}),
-        A.RemoveLabel: lambda: ("RemoveLabelTransform", 1, {
-            "segmentation_channels": None, "label_value": t.label, "set_to": t.new_label}),
-        A.MoveSegAsOneHotToData: lambda: ("MoveSegAsOneHotToDataTransform", 1, {
-            "source_channel_idx": t.source_channel, "all_labels": list(t.labels), "remove_channel_from_source": True}),
-        A.RandomBinaryOperator: lambda: ("ApplyRandomBinaryOperatorTransform", t.p, {
-            "channel_idx": list(range(-t.num_channels, 0)), "any_of_these": [
-                "binary_dilation_torch", "binary_erosion_torch", "binary_closing_torch", "binary_opening_torch"],
-            "strel_size": list(t.radius_range), "p_per_label": t.p_per_channel}),
-        A.RemoveRandomConnectedComponent: lambda: ("RemoveRandomConnectedComponentFromOneHotEncodingTransform", t.p, {
-            "channel_idx": list(range(-t.num_channels, 0)), "fill_with_other_class_p": 0,
-            "dont_do_if_covers_more_than_x_percent": t.max_fraction, "p_per_label": t.p_per_channel}),
-        A.SegToRegions: lambda: ("ConvertSegmentationToRegionsTransform", 1, {
-            "regions": [[float(v) for v in (r if isinstance(r, (tuple, list)) else [r])] for r in t.regions],
-            "channel_in_seg": 0}),
-        A.DownsampleSegForDS: lambda: ("DownsampleSegForDSTransform", 1, {"ds_scales": [list(s) for s in t.scales]}),
+        A.MaskImage: lambda: (
+            "MaskImageTransform",
+            1,
+            {"apply_to_channels": list(t.channels), "channel_idx_in_seg": 0, "set_outside_to": 0},
+        ),
+        A.RemoveLabel: lambda: (
+            "RemoveLabelTransform",
+            1,
+            {"segmentation_channels": None, "label_value": t.label, "set_to": t.new_label},
+        ),
+        A.MoveSegAsOneHotToData: lambda: (
+            "MoveSegAsOneHotToDataTransform",
+            1,
+            {
+                "source_channel_idx": t.source_channel,
+                "all_labels": list(t.labels),
+                "remove_channel_from_source": True,
+            },
+        ),
+        A.RandomBinaryOperator: lambda: (
+            "ApplyRandomBinaryOperatorTransform",
+            t.p,
+            {
+                "channel_idx": list(range(-t.num_channels, 0)),
+                "any_of_these": [
+                    "binary_dilation_torch",
+                    "binary_erosion_torch",
+                    "binary_closing_torch",
+                    "binary_opening_torch",
+                ],
+                "strel_size": list(t.radius_range),
+                "p_per_label": t.p_per_channel,
+            },
+        ),
+        A.RemoveRandomConnectedComponent: lambda: (
+            "RemoveRandomConnectedComponentFromOneHotEncodingTransform",
+            t.p,
+            {
+                "channel_idx": list(range(-t.num_channels, 0)),
+                "fill_with_other_class_p": 0,
+                "dont_do_if_covers_more_than_x_percent": t.max_fraction,
+                "p_per_label": t.p_per_channel,
+            },
+        ),
+        A.SegToRegions: lambda: (
+            "ConvertSegmentationToRegionsTransform",
+            1,
+            {
+                "regions": [
+                    [float(v) for v in (r if isinstance(r, (tuple, list)) else [r])] for r in t.regions
+                ],
+                "channel_in_seg": 0,
+            },
+        ),
+        A.DownsampleSegForDS: lambda: (
+            "DownsampleSegForDSTransform",
+            1,
+            {"ds_scales": [list(s) for s in t.scales]},
+        ),
     }[type(t)]()
     return [{"name": name, "p": p, "params": params}]
 
@@ -783,11 +1052,17 @@ def test_pipeline_settings_equal_nnunets_step_by_step(setup):
     recorded = json.loads(PIPELINE_FIXTURE.read_text())["setups"][setup]
     a = recorded["arguments"]
     pipeline = A.training_pipeline(
-        a["patch_size"], tuple(a["rotation_for_DA"]), a["mirror_axes"], a["do_dummy_2d_data_aug"],
-        use_mask_for_norm=a["use_mask_for_norm"], is_cascaded=a["is_cascaded"],
-        foreground_labels=a["foreground_labels"] or (), ignore_label=a["ignore_label"],
+        a["patch_size"],
+        tuple(a["rotation_for_DA"]),
+        a["mirror_axes"],
+        a["do_dummy_2d_data_aug"],
+        use_mask_for_norm=a["use_mask_for_norm"],
+        is_cascaded=a["is_cascaded"],
+        foreground_labels=a["foreground_labels"] or (),
+        ignore_label=a["ignore_label"],
         regions=[tuple(r) for r in a["regions"]] if a["regions"] else None,
-        deep_supervision_scales=a["deep_supervision_scales"])
+        deep_supervision_scales=a["deep_supervision_scales"],
+    )
     ours = [record for step in pipeline for record in _records(step)]
     assert [r["name"] for r in ours] == [r["name"] for r in recorded["steps"]]
     for mine, theirs in zip(ours, recorded["steps"]):

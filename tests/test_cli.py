@@ -40,8 +40,12 @@ def test_unknown_subcommand_is_an_argparse_error(capsys):
 
 def test_missing_dataset_is_one_line_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_raw", str(tmp_path))
-    completed = subprocess.run([sys.executable, "-m", "nnseg_nb.cli", "verify", "Dataset999_Nothing"],
-                               capture_output=True, text=True, cwd=tmp_path)
+    completed = subprocess.run(
+        [sys.executable, "-m", "nnseg_nb.cli", "verify", "Dataset999_Nothing"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert completed.returncode == 1
     assert completed.stdout == ""
     lines = completed.stderr.strip().splitlines()
@@ -91,11 +95,15 @@ def test_documented_commands_are_found():
 def test_dataset_json_without_a_required_key_is_one_line(tmp_path, capsys):
     folder = tmp_path / "Dataset990_NoEnding"
     (folder / "imagesTr").mkdir(parents=True)
-    (folder / "dataset.json").write_text('{"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}, '
-                                         '"numTraining": 0}')
+    (folder / "dataset.json").write_text(
+        '{"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}, "numTraining": 0}'
+    )
     assert cli.main(["fingerprint", str(folder)]) == 1
     err = capsys.readouterr().err
-    assert err == f"error: {folder / 'dataset.json'}: missing required keys file_ending (check it with `nnseg-nb verify`)\n"
+    assert (
+        err
+        == f"error: {folder / 'dataset.json'}: missing required keys file_ending (check it with `nnseg-nb verify`)\n"
+    )
 
 
 def test_an_os_error_is_one_line(monkeypatch, capsys):
@@ -113,9 +121,15 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
     """``nnseg-nb verify 904 | head -1``: the reader leaves early; no BrokenPipeError traceback."""
     from nnseg_nb.demo_data import build_demo_datasets
 
-    folder = build_demo_datasets(tmp_path, only=["Dataset904_Shapes2D"], progress=False)["Dataset904_Shapes2D"]
-    process = subprocess.Popen([sys.executable, "-m", "nnseg_nb.cli", "verify", str(folder), "-np", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = build_demo_datasets(tmp_path, only=["Dataset904_Shapes2D"], progress=False)[
+        "Dataset904_Shapes2D"
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nnseg_nb.cli", "verify", str(folder), "-np", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     process.stdout.close()  # before the first line is written: that write fails with EPIPE
     stderr = process.stderr.read()
     assert process.wait() == 1
@@ -127,10 +141,14 @@ def test_invalid_labels_stop_planning_with_one_line_each(tmp_path, capsys):
     rules: a duplicate value and a gap are two error lines naming the file, before any work."""
     folder = tmp_path / "Dataset991_BadLabels"
     (folder / "imagesTr").mkdir(parents=True)
-    (folder / "dataset.json").write_text('{"channel_names": {"0": "CT"}, "numTraining": 0, "file_ending": ".nii.gz", '
-                                         '"labels": {"background": 0, "a": 1, "b": 1, "c": 3}}')
+    (folder / "dataset.json").write_text(
+        '{"channel_names": {"0": "CT"}, "numTraining": 0, "file_ending": ".nii.gz", '
+        '"labels": {"background": 0, "a": 1, "b": 1, "c": 3}}'
+    )
     assert cli.main(["plan", str(folder)]) == 1
     lines = capsys.readouterr().err.splitlines()
     path = folder / "dataset.json"
-    assert lines == [f"error: {path}: labels 'a', 'b' share the value 1",
-                     f"error: {path}: label values must be consecutive from 0; missing [2]"]
+    assert lines == [
+        f"error: {path}: labels 'a', 'b' share the value 1",
+        f"error: {path}: label values must be consecutive from 0; missing [2]",
+    ]

@@ -4,15 +4,30 @@ import json
 
 import pytest
 
-from nnseg_nb.dataset import (LabelInfo, case_identifiers, find_cases, find_test_cases, is_v1_dataset_json,
-                              label_problems, load_dataset_json, upgrade_v1_dataset_json, write_dataset_json)
+from nnseg_nb.dataset import (
+    LabelInfo,
+    case_identifiers,
+    find_cases,
+    find_test_cases,
+    is_v1_dataset_json,
+    label_problems,
+    load_dataset_json,
+    upgrade_v1_dataset_json,
+    write_dataset_json,
+)
 
 MSD_HIPPOCAMPUS_JSON = {  # as shipped in Task04_Hippocampus (shortened)
-    "name": "Hippocampus", "description": "Left and right hippocampus segmentation", "tensorImageSize": "3D",
-    "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
-    "numTraining": 2, "numTest": 1,
-    "training": [{"image": "./imagesTr/hippocampus_367.nii.gz", "label": "./labelsTr/hippocampus_367.nii.gz"},
-                 {"image": "./imagesTr/hippocampus_304.nii.gz", "label": "./labelsTr/hippocampus_304.nii.gz"}],
+    "name": "Hippocampus",
+    "description": "Left and right hippocampus segmentation",
+    "tensorImageSize": "3D",
+    "modality": {"0": "MRI"},
+    "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
+    "numTraining": 2,
+    "numTest": 1,
+    "training": [
+        {"image": "./imagesTr/hippocampus_367.nii.gz", "label": "./labelsTr/hippocampus_367.nii.gz"},
+        {"image": "./imagesTr/hippocampus_304.nii.gz", "label": "./labelsTr/hippocampus_304.nii.gz"},
+    ],
     "test": ["./imagesTs/hippocampus_267.nii.gz"],
 }
 
@@ -39,7 +54,12 @@ def test_v1_dataset_json_is_upgraded_on_load_and_the_file_is_untouched(tmp_path)
 
 
 def test_v2_dataset_json_is_returned_unchanged():
-    v2 = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}, "numTraining": 3, "file_ending": ".nrrd"}
+    v2 = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "liver": 1},
+        "numTraining": 3,
+        "file_ending": ".nrrd",
+    }
     assert upgrade_v1_dataset_json(v2) == v2 and upgrade_v1_dataset_json(v2) is not v2
 
 
@@ -60,7 +80,9 @@ def test_load_dataset_json_errors_name_the_file(tmp_path):
 
 
 def test_write_dataset_json_round_trips(tmp_path):
-    written = write_dataset_json(tmp_path, {0: "T1", 1: "T2"}, {"background": 0, "a": 1}, 4, ".nii.gz", name="X")
+    written = write_dataset_json(
+        tmp_path, {0: "T1", 1: "T2"}, {"background": 0, "a": 1}, 4, ".nii.gz", name="X"
+    )
     assert written["channel_names"] == {"0": "T1", "1": "T2"}
     assert load_dataset_json(tmp_path) == written
 
@@ -85,22 +107,45 @@ def test_label_info_regions_follow_brats_example():
     assert info.regions_class_order == [1, 2, 3]
 
 
-@pytest.mark.parametrize("labels, regions_class_order, expected", [
-    ({"background": 0, "a": 1}, None, []),
-    ({"a": 1, "b": 0}, None, ["must contain \"background\": 0"]),
-    ({"background": [0], "a": 1}, None, ["must contain \"background\": 0"]),
-    ({"background": 0, "a": 1.5}, None, ["label 'a' has value 1.5; values must be non-negative integers"]),
-    ({"background": 0, "a": "1"}, None, ["label 'a' has value '1'"]),
-    ({"background": 0, "a": 1, "b": 1}, None, ["labels 'a', 'b' share the value 1"]),
-    ({"background": 0, "a": 1, "b": 3}, None, ["label values must be consecutive from 0; missing [2]"]),
-    ({"background": 0, "a": 1, "ignore": 1}, None, ["the ignore label must be the largest value (2), found 1"]),
-    ({"background": 0, "ignore": 1, "a": 2}, None, ["missing [1]", "the ignore label must be the largest value (3)"]),
-    ({"background": 0, "a": 1, "ignore": [2, 3]}, None, ["the ignore label must be one integer, not a region"]),
-    ({"background": 0, "wt": [1, 2], "tc": 2}, None, ["region-based labels need 'regions_class_order'"]),
-    ({"background": 0, "wt": [1, 2], "tc": 2}, [1], ["'regions_class_order' has 1 entries but there are 2 regions"]),
-    ({}, None, ["'labels' must be a non-empty object"]),
-    ([0, 1], None, ["'labels' must be a non-empty object"]),
-])
+@pytest.mark.parametrize(
+    "labels, regions_class_order, expected",
+    [
+        ({"background": 0, "a": 1}, None, []),
+        ({"a": 1, "b": 0}, None, ['must contain "background": 0']),
+        ({"background": [0], "a": 1}, None, ['must contain "background": 0']),
+        (
+            {"background": 0, "a": 1.5},
+            None,
+            ["label 'a' has value 1.5; values must be non-negative integers"],
+        ),
+        ({"background": 0, "a": "1"}, None, ["label 'a' has value '1'"]),
+        ({"background": 0, "a": 1, "b": 1}, None, ["labels 'a', 'b' share the value 1"]),
+        ({"background": 0, "a": 1, "b": 3}, None, ["label values must be consecutive from 0; missing [2]"]),
+        (
+            {"background": 0, "a": 1, "ignore": 1},
+            None,
+            ["the ignore label must be the largest value (2), found 1"],
+        ),
+        (
+            {"background": 0, "ignore": 1, "a": 2},
+            None,
+            ["missing [1]", "the ignore label must be the largest value (3)"],
+        ),
+        (
+            {"background": 0, "a": 1, "ignore": [2, 3]},
+            None,
+            ["the ignore label must be one integer, not a region"],
+        ),
+        ({"background": 0, "wt": [1, 2], "tc": 2}, None, ["region-based labels need 'regions_class_order'"]),
+        (
+            {"background": 0, "wt": [1, 2], "tc": 2},
+            [1],
+            ["'regions_class_order' has 1 entries but there are 2 regions"],
+        ),
+        ({}, None, ["'labels' must be a non-empty object"]),
+        ([0, 1], None, ["'labels' must be a non-empty object"]),
+    ],
+)
 def test_label_problems_messages(labels, regions_class_order, expected):
     problems = label_problems(labels, regions_class_order)
     assert len(problems) == len(expected), problems
@@ -134,10 +179,13 @@ def test_find_cases_groups_channels_and_finds_labels(tmp_path):
 
 def test_find_cases_with_an_explicit_file_list(tmp_path, monkeypatch):
     monkeypatch.setenv("NNSEG_TEST_DATA", str(tmp_path / "elsewhere"))
-    dataset_json = {"file_ending": ".nii.gz", "dataset": {
-        "x": {"images": ["imgs/x_t1.nii.gz", "imgs/x_t2.nii.gz"], "label": "segs/x.nii.gz"},
-        "y": {"images": ["$NNSEG_TEST_DATA/y.nii.gz"], "label": str(tmp_path / "abs" / "y.nii.gz")},
-    }}
+    dataset_json = {
+        "file_ending": ".nii.gz",
+        "dataset": {
+            "x": {"images": ["imgs/x_t1.nii.gz", "imgs/x_t2.nii.gz"], "label": "segs/x.nii.gz"},
+            "y": {"images": ["$NNSEG_TEST_DATA/y.nii.gz"], "label": str(tmp_path / "abs" / "y.nii.gz")},
+        },
+    }
     cases = find_cases(tmp_path, dataset_json)  # no imagesTr needed
     assert cases["x"].images == [tmp_path / "imgs/x_t1.nii.gz", tmp_path / "imgs/x_t2.nii.gz"]
     assert cases["x"].label == tmp_path / "segs/x.nii.gz"

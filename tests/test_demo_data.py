@@ -11,8 +11,8 @@ import pytest
 
 from nnseg_nb import cli, demo_data
 from nnseg_nb.dataset import LabelInfo, find_cases, find_test_cases, load_dataset_json
-from nnseg_nb.io import read_case, read_seg
 from nnseg_nb.demo_data import DEMO_DATASETS, build_demo_datasets, demo_build_status, select_demo_datasets
+from nnseg_nb.io import read_case, read_seg
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,9 @@ def test_each_dataset_is_a_valid_raw_dataset(full_build, name):
     folder = full_build[name]
     assert folder.name == name and folder.parent.is_dir()
     dataset_json = json.loads((folder / "dataset.json").read_text())
-    assert {"channel_names", "labels", "numTraining", "file_ending", "name", "description", "licence"} <= set(dataset_json)
+    assert {"channel_names", "labels", "numTraining", "file_ending", "name", "description", "licence"} <= set(
+        dataset_json
+    )
     defaults = demo_data._build_record(name, 0, None, None)
     train, test = read_all(folder), read_all(folder, test=True)
     assert dataset_json["numTraining"] == len(train) == defaults["num_train"]
@@ -51,7 +53,7 @@ def test_each_dataset_is_a_valid_raw_dataset(full_build, name):
     assert not set(train) & set(test)
     declared = set(LabelInfo.from_dataset_json(dataset_json).all_labels)
     channels = len(dataset_json["channel_names"])
-    for image, seg, props in [*train.values(), *test.values()]:
+    for image, seg, _props in [*train.values(), *test.values()]:
         assert image.shape[0] == channels and image.dtype == np.float32
         assert set(np.unique(seg)) <= declared
         assert np.isfinite(image).all()
@@ -110,7 +112,9 @@ def test_aniso_synth_has_thick_varying_slices_and_a_small_lesion(full_build):
         zero = image[0] == 0
         if zero.any():  # a case that is zero outside the body: crop-to-nonzero removes a margin in-plane
             nonzero = np.argwhere(~zero)
-            assert (nonzero.min(0)[1:] > 0).all() and (nonzero.max(0)[1:] < np.array(zero.shape[1:]) - 1).all()
+            assert (nonzero.min(0)[1:] > 0).all() and (
+                nonzero.max(0)[1:] < np.array(zero.shape[1:]) - 1
+            ).all()
             cropped += 1
     assert 0 < cropped < len(cases)  # some cases have a nonzero mask smaller than the image, some not
 
@@ -128,7 +132,9 @@ def test_multichannel_has_hu_like_ct_and_t2(full_build):
         # CT: the organ is enhanced, the cyst is fluid; T2: the cyst is the brightest, the organ above muscle
         muscle = (seg == 0) & (ct > 0) & (ct < 150)
         assert np.median(ct[seg == 1]) > np.median(ct[muscle]) + 20 > np.median(ct[seg == 2]) + 20
-        assert t2[seg == 2].mean() > 1.5 * t2[seg == 1].mean() and t2[seg == 1].mean() > 1.1 * t2[muscle].mean()
+        assert (
+            t2[seg == 2].mean() > 1.5 * t2[seg == 1].mean() and t2[seg == 1].mean() > 1.1 * t2[muscle].mean()
+        )
 
 
 def test_shapes_2d_are_pngs(full_build):
@@ -144,8 +150,11 @@ def test_shapes_2d_are_pngs(full_build):
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-            and p.name != demo_data.MARKER_FILE}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != demo_data.MARKER_FILE
+    }
 
 
 def test_same_seed_same_files_and_a_subset_is_the_start_of_the_full_build(tmp_path, full_build):
@@ -156,7 +165,7 @@ def test_same_seed_same_files_and_a_subset_is_the_start_of_the_full_build(tmp_pa
         files_a, files_b = _files(a[name]), _files(b[name])
         assert files_a == files_b, name  # byte-identical, images and labels
         full_train = read_all(full_build[name])
-        for case, (image, seg, props) in read_all(a[name]).items():
+        for case, (image, seg, _props) in read_all(a[name]).items():
             np.testing.assert_array_equal(image, full_train[case][0])
             np.testing.assert_array_equal(seg, full_train[case][1])
 
@@ -165,8 +174,8 @@ def test_another_seed_gives_other_cases(tmp_path):
     a = build_demo_datasets(tmp_path / "a", seed=0, num_train=1, num_test=0, progress=False)
     b = build_demo_datasets(tmp_path / "b", seed=1, num_train=1, num_test=0, progress=False)
     for name in DEMO_DATASETS:
-        (image_a, seg_a, _), = read_all(a[name]).values()
-        (image_b, seg_b, _), = read_all(b[name]).values()
+        ((image_a, seg_a, _),) = read_all(a[name]).values()
+        ((image_b, seg_b, _),) = read_all(b[name]).values()
         assert image_a.shape != image_b.shape or not np.array_equal(image_a, image_b), name
         assert seg_a.shape != seg_b.shape or not np.array_equal(seg_a, seg_b), name
 
@@ -226,7 +235,9 @@ def test_concurrent_builds_of_one_dataset_make_one_build(tmp_path, monkeypatch):
 
     builds = []
     build_into_place = demo_data._build_into_place
-    monkeypatch.setattr(demo_data, "_build_into_place", lambda *args: builds.append(1) or build_into_place(*args))
+    monkeypatch.setattr(
+        demo_data, "_build_into_place", lambda *args: builds.append(1) or build_into_place(*args)
+    )
     small = dict(only=["Shapes2D"], num_train=3, num_test=1, progress=False)
     with ThreadPoolExecutor(4) as pool:  # flock locks per open file, so threads exclude each other too
         folders = list(pool.map(lambda _: build_demo_datasets(tmp_path, **small), range(4)))
@@ -238,7 +249,9 @@ def test_concurrent_builds_of_one_dataset_make_one_build(tmp_path, monkeypatch):
 def test_select_demo_datasets():
     assert select_demo_datasets(None) == list(DEMO_DATASETS)
     assert select_demo_datasets(["Dataset903_MultiChannel", 901, "braintissue"]) == [
-        "Dataset901_BrainTissue", "Dataset903_MultiChannel"]
+        "Dataset901_BrainTissue",
+        "Dataset903_MultiChannel",
+    ]
     with pytest.raises(ValueError, match="no demo dataset 'Liver'"):
         select_demo_datasets(["Liver"])
     with pytest.raises(ValueError, match="non-negative"):

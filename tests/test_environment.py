@@ -34,7 +34,9 @@ def test_every_runtime_dependency_is_in_environment_yml_with_the_same_floor():
         candidates = CONDA_NAMES.get(name, {name})
         found = [c for c in candidates if c in conda]
         assert found, f"{name} from pyproject.toml is missing in environment.yml"
-        assert conda[found[0]] == spec, f"{name}: environment.yml has {conda[found[0]]!r}, pyproject.toml {spec!r}"
+        assert conda[found[0]] == spec, (
+            f"{name}: environment.yml has {conda[found[0]]!r}, pyproject.toml {spec!r}"
+        )
 
 
 def test_environment_yml_installs_the_package_itself_with_the_dev_extra():

@@ -10,9 +10,19 @@ import pytest
 from nnseg_nb import cli, fingerprint, io
 from nnseg_nb.dataset import write_dataset_json
 from nnseg_nb.fingerprint import (
-    analyze_case, draw_foreground_samples, ensure_fingerprint, extract_fingerprint, fingerprint_path,
-    foreground_values, intensity_statistics, load_fingerprint, pooled_intensity_statistics, samples_per_case,
-    save_fingerprint, summarize_fingerprint)
+    analyze_case,
+    draw_foreground_samples,
+    ensure_fingerprint,
+    extract_fingerprint,
+    fingerprint_path,
+    foreground_values,
+    intensity_statistics,
+    load_fingerprint,
+    pooled_intensity_statistics,
+    samples_per_case,
+    save_fingerprint,
+    summarize_fingerprint,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fingerprint"
 LABELS = {"background": 0, "organ": 1, "ignore": 2}
@@ -31,7 +41,9 @@ def write_dataset(root: Path, cases: list, name: str = "Dataset999_Tiny", labels
     for index, (image, seg, spacing) in enumerate(cases):
         props = {"spacing": list(spacing)}
         for channel, plane in enumerate(image):
-            io.write_image(plane.astype(np.float32), folder / "imagesTr" / f"c{index}_{channel:04d}.nii.gz", props)
+            io.write_image(
+                plane.astype(np.float32), folder / "imagesTr" / f"c{index}_{channel:04d}.nii.gz", props
+            )
         io.write_seg(seg, folder / "labelsTr" / f"c{index}.nii.gz", props)
     channels = {str(c): f"ch{c}" for c in range(cases[0][0].shape[0])}
     write_dataset_json(folder, channels, labels, len(cases), ".nii.gz")
@@ -141,8 +153,9 @@ def test_pooling_is_nnunets_concatenation_in_case_order():
 
 def test_empty_case_contributes_nothing(tmp_path):
     cases = tiny_cases()
-    with_empty = extract_fingerprint(write_dataset(tmp_path / "a", cases), num_workers=1, progress=False,
-                                     num_foreground_samples=3000)
+    with_empty = extract_fingerprint(
+        write_dataset(tmp_path / "a", cases), num_workers=1, progress=False, num_foreground_samples=3000
+    )
     # the same draws without the empty case: 1000 per case, drawn and pooled by hand
     values = [image[0][seg > 0] for image, seg, _ in (cases[0], cases[2])]
     pooled = np.concatenate([np.random.RandomState(1234).choice(v, 1000) for v in values] + [[]])
@@ -157,8 +170,12 @@ def test_empty_case_contributes_nothing(tmp_path):
 def test_ignore_label_counts_in_the_intensities(tmp_path):
     image, seg, spacing = tiny_cases()[0]
     image[0, 4, 2:9, 3:11] = 5000.0  # the ignore slab: only the quirk brings these values in
-    fp = extract_fingerprint(write_dataset(tmp_path, [(image, seg, spacing)]), num_workers=1, progress=False,
-                             num_foreground_samples=2000)
+    fp = extract_fingerprint(
+        write_dataset(tmp_path, [(image, seg, spacing)]),
+        num_workers=1,
+        progress=False,
+        num_foreground_samples=2000,
+    )
     assert fp["foreground_intensity_properties_per_channel"]["0"]["max"] == 5000.0
 
 
@@ -215,10 +232,14 @@ def test_load_fingerprint_names_the_file(tmp_path):
 
 
 def test_summarize_fingerprint():
-    fp = {"spacings": [[3.0, 0.5, 0.5], [1.0, 1.0, 1.0], [2.0, 0.75, 0.7]],
-          "shapes_after_crop": [[4, 7, 8], [4, 7, 8], [2, 9, 8]], "median_relative_size_after_cropping": 0.5,
-          "foreground_intensity_properties_per_channel": {"0": {"mean": 1.0, "std": 2.0, "percentile_00_5": -1.0,
-                                                                "percentile_99_5": 5.0}}}
+    fp = {
+        "spacings": [[3.0, 0.5, 0.5], [1.0, 1.0, 1.0], [2.0, 0.75, 0.7]],
+        "shapes_after_crop": [[4, 7, 8], [4, 7, 8], [2, 9, 8]],
+        "median_relative_size_after_cropping": 0.5,
+        "foreground_intensity_properties_per_channel": {
+            "0": {"mean": 1.0, "std": 2.0, "percentile_00_5": -1.0, "percentile_99_5": 5.0}
+        },
+    }
     summary = summarize_fingerprint(fp)
     assert summary["num_cases"] == 3
     assert summary["spacing"] == {"median": [2.0, 0.75, 0.7], "min": [1.0, 0.5, 0.5], "max": [3.0, 1.0, 1.0]}
@@ -244,7 +265,10 @@ def test_cli_writes_default_location_then_keeps_it_unless_clean(roots, capsys):
 
 def test_cli_output_option_and_user_errors(roots, capsys):
     out_file = roots / "elsewhere" / "fp.json"
-    assert cli.main(["fingerprint", str(roots / "raw" / "Dataset999_Tiny"), "-o", str(out_file), "-np", "1"]) == 0
+    assert (
+        cli.main(["fingerprint", str(roots / "raw" / "Dataset999_Tiny"), "-o", str(out_file), "-np", "1"])
+        == 0
+    )
     assert capsys.readouterr().out.startswith(f"wrote {out_file}")
     assert load_fingerprint(out_file)["shapes_after_crop"] == [[4, 7, 8]] * 3
     assert not (roots / "preprocessed").exists()
@@ -273,10 +297,13 @@ def _parity(tmp_path: Path, fixture_name: str, which: str, build) -> None:
     fixture = json.loads((FIXTURES / f"{fixture_name}.json").read_text())
     folder = build(tmp_path, fixture)
     maker = _load_maker()
-    assert maker.arrays_digest(folder) == fixture["arrays_sha256"], "the rebuilt dataset differs from the fixture's"
+    assert maker.arrays_digest(folder) == fixture["arrays_sha256"], (
+        "the rebuilt dataset differs from the fixture's"
+    )
     entry = fixture["fingerprints"][which]
-    ours = extract_fingerprint(folder, num_workers=1, progress=False,
-                               num_foreground_samples=entry["num_foreground_samples"])
+    ours = extract_fingerprint(
+        folder, num_workers=1, progress=False, num_foreground_samples=entry["num_foreground_samples"]
+    )
     save_fingerprint(ours, tmp_path / "ours.json")
     ours_text, nnunet_text = (tmp_path / "ours.json").read_text(), entry["dataset_fingerprint_json"]
     _assert_same_fingerprint(json.loads(ours_text), json.loads(nnunet_text))
@@ -303,8 +330,9 @@ def _build_demo(tmp_path: Path, fixture: dict) -> Path:
     from nnseg_nb.demo_data import build_demo_datasets
 
     source = fixture["source"]
-    return build_demo_datasets(tmp_path / "raw", seed=source["seed"], only=[source["dataset"]],
-                               progress=False)[source["dataset"]]
+    return build_demo_datasets(
+        tmp_path / "raw", seed=source["seed"], only=[source["dataset"]], progress=False
+    )[source["dataset"]]
 
 
 # The quick ones run by default (building the brain dataset alone takes seconds); 1e8 samples are slow.

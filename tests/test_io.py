@@ -8,8 +8,21 @@ from PIL import Image
 
 from nnseg_nb import io
 
-GEOMETRY_FIELDS = ("pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
-                   "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z", "xyzt_units")
+GEOMETRY_FIELDS = (
+    "pixdim",
+    "qform_code",
+    "sform_code",
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+    "xyzt_units",
+)
 
 
 def oblique_affine() -> np.ndarray:
@@ -52,7 +65,9 @@ def test_nifti_round_trip_keeps_header_geometry_and_array(tmp_path, volume, endi
         np.testing.assert_array_equal(written[field], original[field], err_msg=field)
     assert (written["qform_code"], written["sform_code"]) == (1, 2)
     np.testing.assert_array_equal(np.asanyarray(nib.load(str(copy)).dataobj), volume)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, copy.name])  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [source.name, copy.name]
+    )  # no temp files left
 
 
 def test_nibabel_read_equals_simpleitk_read(tmp_path, volume):

@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from nnseg_nb.loader import (CaseReader, SamplerSettings, background_batches, batch_rng, choose_class,
-                             choose_lower_corner, lower_corner_bounds, make_dataloader, open_case,
-                             read_class_locations, sample_batch)
+from nnseg_nb.loader import (
+    CaseReader,
+    SamplerSettings,
+    background_batches,
+    batch_rng,
+    choose_class,
+    choose_lower_corner,
+    lower_corner_bounds,
+    make_dataloader,
+    open_case,
+    read_class_locations,
+    sample_batch,
+)
 
 
 def class_locations_of(seg, keys):
@@ -29,7 +39,9 @@ def write_case(folder, case, data, seg, keys=(1,), class_locations=None):
     np.save(folder / f"{case}_seg.npy", np.asarray(seg, np.int16))
     if class_locations is None:
         class_locations = class_locations_of(seg, keys)
-    (folder / f"{case}.json").write_text(json.dumps({"spacing": [1.0, 1.0, 1.0], "class_locations": class_locations}))
+    (folder / f"{case}.json").write_text(
+        json.dumps({"spacing": [1.0, 1.0, 1.0], "class_locations": class_locations})
+    )
 
 
 def ramp(shape, channels=1):
@@ -39,7 +51,7 @@ def ramp(shape, channels=1):
 
 def blob_case(folder, case="blob", shape=(20, 30, 40), at=(10, 12, 25), label=1, keys=None):
     seg = np.zeros((1, *shape), np.int16)
-    seg[0, at[0]:at[0] + 2, at[1]:at[1] + 2, at[2]:at[2] + 2] = label
+    seg[0, at[0] : at[0] + 2, at[1] : at[1] + 2, at[2] : at[2] + 2] = label
     write_case(folder, case, ramp(shape), seg, keys=keys or (label,))
     return seg
 
@@ -60,8 +72,12 @@ def test_forced_positions_follow_nnunet_rounding(tmp_path, batch_size, forced):
 
 def test_forced_patches_have_the_class_at_their_centre(tmp_path):
     blob_case(tmp_path, at=(10, 12, 25))
-    settings = SamplerSettings(patch_size=(8, 12, 16), initial_patch_size=(12, 18, 22), batch_size=4,
-                               oversample_foreground_percent=1.0)
+    settings = SamplerSettings(
+        patch_size=(8, 12, 16),
+        initial_patch_size=(12, 18, 22),
+        batch_size=4,
+        oversample_foreground_percent=1.0,
+    )
     centre = tuple(p // 2 for p in settings.loaded_patch_size)
     for batch in batches(tmp_path, ["blob"], settings, seed=3, n=25):
         assert batch["forced_foreground"].all()
@@ -71,7 +87,9 @@ def test_forced_patches_have_the_class_at_their_centre(tmp_path):
     locations = {1: [[0, 19, 29, 39]]}
     corner, _ = choose_lower_corner((20, 30, 40), settings, True, locations, np.random.default_rng(0))
     assert corner == [19 - 6, 29 - 9, 39 - 11]
-    corner, _ = choose_lower_corner((20, 30, 40), settings, True, {1: [[0, 0, 1, 2]]}, np.random.default_rng(0))
+    corner, _ = choose_lower_corner(
+        (20, 30, 40), settings, True, {1: [[0, 0, 1, 2]]}, np.random.default_rng(0)
+    )
     assert corner == [-2, -3, -3]  # lb = -need_to_pad // 2 with need_to_pad (4, 6, 6)
 
 
@@ -93,7 +111,9 @@ def test_random_patches_cover_the_bounds_and_pad_image_0_seg_minus_1(tmp_path):
     for batch in batches(tmp_path, ["small"], settings, seed=0, n=20):
         assert batch["image"].shape == (3, 2, 8, 8, 8) and batch["image"].dtype == torch.float32
         assert batch["seg"].shape == (3, 1, 8, 8, 8) and batch["seg"].dtype == torch.int16
-        for image, labels, box in zip(batch["image"].numpy(), batch["seg"].numpy(), batch["crop_boxes"].tolist()):
+        for image, labels, box in zip(
+            batch["image"].numpy(), batch["seg"].numpy(), batch["crop_boxes"].tolist()
+        ):
             seen.add(tuple(lo for lo, _ in box))
             inside = tuple(slice(-lo, -lo + s) for (lo, _), s in zip(box, shape))
             np.testing.assert_array_equal(image[(slice(None), *inside)], data)
@@ -106,9 +126,12 @@ def test_random_patches_cover_the_bounds_and_pad_image_0_seg_minus_1(tmp_path):
 
 def test_random_corners_are_uniform_within_lb_ub(tmp_path):
     write_case(tmp_path, "big", ramp((30, 12, 10)), np.zeros((1, 30, 12, 10)))
-    settings = SamplerSettings(patch_size=(8, 8, 8), initial_patch_size=(12, 8, 8), batch_size=8,
-                               oversample_foreground_percent=0.0)
-    corners = np.concatenate([b["crop_boxes"][:, :, 0].numpy() for b in batches(tmp_path, ["big"], settings, 1, 100)])
+    settings = SamplerSettings(
+        patch_size=(8, 8, 8), initial_patch_size=(12, 8, 8), batch_size=8, oversample_foreground_percent=0.0
+    )
+    corners = np.concatenate(
+        [b["crop_boxes"][:, :, 0].numpy() for b in batches(tmp_path, ["big"], settings, 1, 100)]
+    )
     lbs, ubs = lower_corner_bounds((30, 12, 10), (12, 8, 8), (4, 0, 0))
     assert corners.min(0).tolist() == lbs and corners.max(0).tolist() == ubs == [20, 4, 2]
     counts = np.bincount(corners[:, 0] - lbs[0])  # 23 values, 800 draws: about 35 each
@@ -142,11 +165,14 @@ def test_2d_patches_come_from_3d_volumes_without_the_slice_axis(tmp_path):
         for j, box in enumerate(batch["crop_boxes"].tolist()):
             (z0, z1), (y0, y1), (x0, x1) = box
             corners.add((y0, x0))
-            assert z1 - z0 == 1 and 0 <= z0 < 6 and -2 <= y0 <= 6 and -2 <= x0 <= 6  # lb -2, ub shape + 2 - patch
-            inside = np.s_[max(y0, 0):min(y1, 20), max(x0, 0):min(x1, 24)]
-            patch_inside = np.s_[max(-y0, 0):16 - max(y1 - 20, 0), max(-x0, 0):20 - max(x1 - 24, 0)]
-            np.testing.assert_array_equal(batch["image"][j][(slice(None), *patch_inside)].numpy(),
-                                          data[(slice(None), z0, *inside)])
+            assert (
+                z1 - z0 == 1 and 0 <= z0 < 6 and -2 <= y0 <= 6 and -2 <= x0 <= 6
+            )  # lb -2, ub shape + 2 - patch
+            inside = np.s_[max(y0, 0) : min(y1, 20), max(x0, 0) : min(x1, 24)]
+            patch_inside = np.s_[max(-y0, 0) : 16 - max(y1 - 20, 0), max(-x0, 0) : 20 - max(x1 - 24, 0)]
+            np.testing.assert_array_equal(
+                batch["image"][j][(slice(None), *patch_inside)].numpy(), data[(slice(None), z0, *inside)]
+            )
         # the forced sample is cut from the voxel's slice and centred on it
         assert batch["crop_boxes"][2, 0].tolist() == [3, 4]
         assert batch["seg"][2, 0, 8, 10] == 2
@@ -156,8 +182,8 @@ def test_2d_patches_come_from_3d_volumes_without_the_slice_axis(tmp_path):
 def test_class_choice_is_uniform_over_present_classes_not_voxels(tmp_path):
     shape = (10, 16, 16)
     seg = np.zeros((1, *shape), np.int16)
-    seg[0, :, :8] = 1                   # 1280 voxels
-    seg[0, 5, 12, 12] = 2               # 1 voxel
+    seg[0, :, :8] = 1  # 1280 voxels
+    seg[0, 5, 12, 12] = 2  # 1 voxel
     # class 3 absent; region (1, 2) present: three keys to choose from, uniformly
     write_case(tmp_path, "two", ramp(shape), seg, keys=(1, 2, 3, (1, 2)))
     assert set(read_class_locations(tmp_path, "two")) == {1, 2, 3, (1, 2)}
@@ -182,8 +208,8 @@ def test_case_without_foreground_falls_back_to_a_random_patch(tmp_path):
 
 def test_ignore_label_centres_unforced_patches_on_annotated_voxels(tmp_path):
     shape = (12, 12, 12)
-    seg = np.full((1, *shape), 3, np.int16)   # 3: ignore label (labels 0, 1, 2)
-    seg[0, 2:4, 2:4, 2:4] = 0                 # a few annotated background voxels
+    seg = np.full((1, *shape), 3, np.int16)  # 3: ignore label (labels 0, 1, 2)
+    seg[0, 2:4, 2:4, 2:4] = 0  # a few annotated background voxels
     seg[0, 8, 8, 8] = 1
     annotated = (-1, 0, 1, 2)
     write_case(tmp_path, "sparse", ramp(shape), seg, keys=(1, 2, annotated))
@@ -224,7 +250,7 @@ def test_cascade_stacks_the_previous_stage_as_seg_channel_1(tmp_path, suffix):
         inside = tuple(slice(-lo, -lo + s) for (lo, _), s in zip(box, shape))
         np.testing.assert_array_equal(batch["seg"][j, 1][inside].numpy(), previous)
         np.testing.assert_array_equal(batch["seg"][j, 0][inside].numpy(), seg[0])
-        assert (batch["seg"][j, 1] == -1).sum() == 8 ** 3 - np.prod(shape)  # padded like the seg
+        assert (batch["seg"][j, 1] == -1).sum() == 8**3 - np.prod(shape)  # padded like the seg
     np.save(tmp_path / "prev" / "c.npy", previous[:, :4])
     with pytest.raises(ValueError, match="same preprocessed grid"):
         sample_batch(tmp_path / "pre", ["c"], settings, batch_rng(0, 0))
@@ -234,11 +260,18 @@ def test_same_seed_same_batches_through_the_dataloader_with_workers(tmp_path):
     for i in range(5):
         blob_case(tmp_path, f"case{i}", shape=(12, 14, 16), at=(2 * i, 3, 4), keys=(1, (1, 2)))
     cases = [f"case{i}" for i in range(5)]
-    settings = SamplerSettings(patch_size=(8, 8, 8), initial_patch_size=(10, 10, 12), batch_size=3,
-                               oversample_foreground_percent=0.67)
+    settings = SamplerSettings(
+        patch_size=(8, 8, 8),
+        initial_patch_size=(10, 10, 12),
+        batch_size=3,
+        oversample_foreground_percent=0.67,
+    )
     expected = batches(tmp_path, cases, settings, seed=7, n=6)
     assert (1, 2) in sum((b["selected_classes"] for b in expected), [])
-    streams = {f"{n} workers": iter(make_dataloader(tmp_path, cases, settings, num_workers=n, seed=7)) for n in (0, 2)}
+    streams = {
+        f"{n} workers": iter(make_dataloader(tmp_path, cases, settings, num_workers=n, seed=7))
+        for n in (0, 2)
+    }
     streams["2 threads"] = background_batches(tmp_path, cases, settings, seed=7, threads=2)
     for how, stream in streams.items():
         for k, want in enumerate(expected):
@@ -340,7 +373,9 @@ GET_BBOX = json.loads((Path(__file__).parent / "fixtures" / "loader" / "get_bbox
 
 
 def _settings(record, **kw):
-    return SamplerSettings(patch_size=tuple(record["final"]), initial_patch_size=tuple(record["initial"]), **kw)
+    return SamplerSettings(
+        patch_size=tuple(record["final"]), initial_patch_size=tuple(record["initial"]), **kw
+    )
 
 
 def _key(value):
@@ -352,11 +387,15 @@ def test_nnunet_parity_forced_positions():
         assert SamplerSettings(patch_size=(8, 8, 8), batch_size=int(batch_size)).forced_foreground() == forced
 
 
-@pytest.mark.parametrize("record", GET_BBOX["bounds"], ids=lambda r: f"{r['initial']}-{r['final']}-{r['shape']}")
+@pytest.mark.parametrize(
+    "record", GET_BBOX["bounds"], ids=lambda r: f"{r['initial']}-{r['final']}-{r['shape']}"
+)
 def test_nnunet_parity_bounds(record):
     settings = _settings(record)
-    assert lower_corner_bounds(record["shape"], settings.loaded_patch_size, settings.need_to_pad) == \
-        (record["lbs"], record["ubs"])
+    assert lower_corner_bounds(record["shape"], settings.loaded_patch_size, settings.need_to_pad) == (
+        record["lbs"],
+        record["ubs"],
+    )
 
 
 def test_nnunet_parity_centred_corners():
@@ -364,8 +403,13 @@ def test_nnunet_parity_centred_corners():
         has_ignore = record.get("has_ignore", False)
         settings = _settings(record, has_ignore=has_ignore)
         key = 1 if record["forced"] else (-1, 0, 1, 2)
-        corner, selected = choose_lower_corner(record["shape"], settings, record["forced"],
-                                               {key: np.array([[0, *record["voxel"]]])}, np.random.default_rng(0))
+        corner, selected = choose_lower_corner(
+            record["shape"],
+            settings,
+            record["forced"],
+            {key: np.array([[0, *record["voxel"]]])},
+            np.random.default_rng(0),
+        )
         assert (corner, selected) == (record["corner"], key), record
 
 

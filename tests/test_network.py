@@ -5,31 +5,57 @@ from pathlib import Path
 
 import pytest
 
-from nnseg_nb.network import (PLAIN_CONV_UNET, RESIDUAL_ENCODER_UNET, conv_feature_map_size,
-                              decoder_feature_map_size, stage_sizes)
+from nnseg_nb.network import (
+    PLAIN_CONV_UNET,
+    RESIDUAL_ENCODER_UNET,
+    conv_feature_map_size,
+    decoder_feature_map_size,
+    stage_sizes,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "planning" / "feature_map_sizes.json"
 
 
 def test_resenc_3d_reference_value_from_nnunet_source():
     # residual_encoder_unet_planners.py __main__: ResEnc, 6 stages, 128^3, 3 classes, deep supervision -> 558319104
-    kwargs = {"n_stages": 6, "features_per_stage": (32, 64, 128, 256, 320, 320), "kernel_sizes": 3,
-              "strides": (1, 2, 2, 2, 2, 2), "n_blocks_per_stage": (1, 3, 4, 6, 6, 6),
-              "n_conv_per_stage_decoder": (1, 1, 1, 1, 1)}
-    assert conv_feature_map_size(RESIDUAL_ENCODER_UNET, kwargs, (128, 128, 128), 3, deep_supervision=True) == 558_319_104
+    kwargs = {
+        "n_stages": 6,
+        "features_per_stage": (32, 64, 128, 256, 320, 320),
+        "kernel_sizes": 3,
+        "strides": (1, 2, 2, 2, 2, 2),
+        "n_blocks_per_stage": (1, 3, 4, 6, 6, 6),
+        "n_conv_per_stage_decoder": (1, 1, 1, 1, 1),
+    }
+    assert (
+        conv_feature_map_size(RESIDUAL_ENCODER_UNET, kwargs, (128, 128, 128), 3, deep_supervision=True)
+        == 558_319_104
+    )
 
 
 def test_resenc_2d_reference_value_from_nnunet_source():
-    kwargs = {"n_stages": 7, "features_per_stage": (32, 64, 128, 256, 512, 512, 512), "kernel_sizes": 3,
-              "strides": (1, 2, 2, 2, 2, 2, 2), "n_blocks_per_stage": (1, 3, 4, 6, 6, 6, 6),
-              "n_conv_per_stage_decoder": (1, 1, 1, 1, 1, 1)}
-    assert conv_feature_map_size(RESIDUAL_ENCODER_UNET, kwargs, (512, 512), 3, deep_supervision=True) == 129_793_792
+    kwargs = {
+        "n_stages": 7,
+        "features_per_stage": (32, 64, 128, 256, 512, 512, 512),
+        "kernel_sizes": 3,
+        "strides": (1, 2, 2, 2, 2, 2, 2),
+        "n_blocks_per_stage": (1, 3, 4, 6, 6, 6, 6),
+        "n_conv_per_stage_decoder": (1, 1, 1, 1, 1, 1),
+    }
+    assert (
+        conv_feature_map_size(RESIDUAL_ENCODER_UNET, kwargs, (512, 512), 3, deep_supervision=True)
+        == 129_793_792
+    )
 
 
 def test_plain_unet_hippocampus_estimate():
     # nnunet_v2.md 3.11: the Hippocampus 3d_fullres network at (40, 56, 40) counts 19,174,400 (no deep supervision)
-    kwargs = {"n_stages": 4, "features_per_stage": [32, 64, 128, 256], "strides": [[1, 1, 1]] + [[2, 2, 2]] * 3,
-              "n_conv_per_stage": [2] * 4, "n_conv_per_stage_decoder": [2] * 3}
+    kwargs = {
+        "n_stages": 4,
+        "features_per_stage": [32, 64, 128, 256],
+        "strides": [[1, 1, 1]] + [[2, 2, 2]] * 3,
+        "n_conv_per_stage": [2] * 4,
+        "n_conv_per_stage_decoder": [2] * 3,
+    }
     assert conv_feature_map_size(PLAIN_CONV_UNET, kwargs, (40, 56, 40), 3) == 19_174_400
     # by hand: encoder 2*F*voxels per stage; decoder (2 convs + transposed conv) * F * voxels; head 3 * voxels
     sizes = [40 * 56 * 40, 20 * 28 * 20, 10 * 14 * 10, 5 * 7 * 5]
@@ -52,8 +78,13 @@ def test_stage_sizes_round_down_like_the_network():
 @pytest.mark.parametrize("index", range(40))
 def test_matches_dynamic_network_architectures(index):
     record = json.loads(FIXTURE.read_text())["networks"][index]
-    count = conv_feature_map_size(record["network_class_name"], record["arch_kwargs"], record["patch_size"],
-                                  record["num_classes"], record["deep_supervision"])
+    count = conv_feature_map_size(
+        record["network_class_name"],
+        record["arch_kwargs"],
+        record["patch_size"],
+        record["num_classes"],
+        record["deep_supervision"],
+    )
     assert count == record["feature_map_size"]
 
 
@@ -65,8 +96,13 @@ def test_fixture_covers_both_networks_and_deep_supervision():
 
 
 def test_unknown_network_and_wrong_lengths_are_errors():
-    kwargs = {"n_stages": 2, "features_per_stage": [8, 16], "strides": [1, 2], "n_conv_per_stage": [2, 2],
-              "n_conv_per_stage_decoder": [2]}
+    kwargs = {
+        "n_stages": 2,
+        "features_per_stage": [8, 16],
+        "strides": [1, 2],
+        "n_conv_per_stage": [2, 2],
+        "n_conv_per_stage_decoder": [2],
+    }
     with pytest.raises(ValueError, match="no feature-map count for network 'my.Net'"):
         conv_feature_map_size("my.Net", kwargs, (16, 16), 2)
     with pytest.raises(ValueError, match="features_per_stage has 3 entries, expected 2"):

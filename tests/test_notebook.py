@@ -21,7 +21,10 @@ def test_resolve_profile(monkeypatch):
 
 @pytest.fixture
 def restore_determinism():
-    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     yield
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 

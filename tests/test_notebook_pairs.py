@@ -36,20 +36,30 @@ def check_contract(nb, name: str, path: Path) -> None:
     assert installs, "a Colab install cell"
     install = re.sub(r"#.*", "", cells[installs[0]].source)  # code only, not comments
     assert '"google.colab" in sys.modules' in install, "the install runs on Colab only"
-    assert "subprocess" in install and "%pip" not in install, "install with subprocess (magics in an if are lost)"
-    assert not re.search(r"[\"']-e[\"']|--editable", install), "a non-editable install (editable needs a restart)"
+    assert "subprocess" in install and "%pip" not in install, (
+        "install with subprocess (magics in an if are lost)"
+    )
+    assert not re.search(r"[\"']-e[\"']|--editable", install), (
+        "a non-editable install (editable needs a restart)"
+    )
     parameter_cells = [i for i, c in code if "parameters" in _tags(c)]
     assert len(parameter_cells) == 1, "exactly one cell tagged 'parameters'"
     assert installs[0] < parameter_cells[0], "install before parameters"
     params = notebook_parameters(path)
-    assert {"profile", "seed", "out_dir"} <= set(params), f"profile, seed and out_dir parameters, got {list(params)}"
+    assert {"profile", "seed", "out_dir"} <= set(params), (
+        f"profile, seed and out_dir parameters, got {list(params)}"
+    )
     assert params["profile"]["default"] == "auto"
     assert params["out_dir"]["default"] == f"runs/{name}"
-    assert any("write_results(" in c.source for _, c in code), "writes results.json with notebook.write_results"
+    assert any("write_results(" in c.source for _, c in code), (
+        "writes results.json with notebook.write_results"
+    )
     for i, c in code:
         if any(call in c.source for call in WIDGET_CALLS) and "display(" in c.source:
             assert "nbval-ignore-output" in _tags(c), f"cell {i} shows a widget: tag it nbval-ignore-output"
-    assert not any(_tags(c) & {"injected-parameters", "papermill-error-cell-tag"} for c in cells), "papermill output"
+    assert not any(_tags(c) & {"injected-parameters", "papermill-error-cell-tag"} for c in cells), (
+        "papermill output"
+    )
 
 
 def test_notebooks_folder_holds_only_guided_notebooks():
@@ -82,7 +92,9 @@ def test_readme_template_follows_the_contract(tmp_path):
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_paired_ipynb_matches_py(source):
     ipynb = source.with_suffix(".ipynb")
-    assert ipynb.is_file(), f"{ipynb.name} missing: run `jupytext --sync notebooks/{source.name}` and commit it"
+    assert ipynb.is_file(), (
+        f"{ipynb.name} missing: run `jupytext --sync notebooks/{source.name}` and commit it"
+    )
     paired = jupytext.read(ipynb)
     compare_notebooks(paired, jupytext.read(source), fmt="py:percent")
     assert "papermill" not in paired.metadata, f"{ipynb.name} is a papermill output: regenerate it (README)"
@@ -100,7 +112,10 @@ SANITIZE_EXAMPLES = [
     ("folder 20261122-184702-2 made", "folder TIMESTAMP made"),
     ("<Figure at 0x7f3a2b1c9d80>", "<Figure at 0xADDR>"),
     (" 45%|####      | 9/20 [00:03<00:04,  2.50it/s]", " PROGRESS"),
-    ("epoch 3 took 12.3 s (450 ms per batch, 2 min in all)", "epoch 3 took DURATION (DURATION per batch, DURATION in all)"),
+    (
+        "epoch 3 took 12.3 s (450 ms per batch, 2 min in all)",
+        "epoch 3 took DURATION (DURATION per batch, DURATION in all)",
+    ),
     ("tensor([1.], device='cuda:0')", "tensor([1.], device='DEVICE')"),
     ("device(type='cuda', index=0)", "device(type='DEVICE')"),
     # what must survive: the numbers the notebooks are about

@@ -3,8 +3,14 @@
 import pytest
 
 from nnseg_nb import paths
-from nnseg_nb.paths import (dataset_folder_name, dataset_name, find_dataset, list_datasets,
-                            parse_dataset_folder_name, resolve_dataset)
+from nnseg_nb.paths import (
+    dataset_folder_name,
+    dataset_name,
+    find_dataset,
+    list_datasets,
+    parse_dataset_folder_name,
+    resolve_dataset,
+)
 
 ENV_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
@@ -61,7 +67,9 @@ def test_list_datasets_only_lists_dataset_folders(raw, tmp_path):
     assert list_datasets(tmp_path / "nowhere") == []
 
 
-@pytest.mark.parametrize("query", ["Dataset004_Hippocampus", "Hippocampus", "hippocampus", "4", "004", 4, "Dataset004"])
+@pytest.mark.parametrize(
+    "query", ["Dataset004_Hippocampus", "Hippocampus", "hippocampus", "4", "004", 4, "Dataset004"]
+)
 def test_find_dataset_by_full_name_name_or_id(raw, query):
     assert find_dataset(query) == raw / "Dataset004_Hippocampus"
     assert resolve_dataset(query) == raw / "Dataset004_Hippocampus"

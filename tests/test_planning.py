@@ -11,14 +11,34 @@ import pytest
 
 from nnseg_nb import planning
 from nnseg_nb.network import PLAIN_CONV_UNET, RESIDUAL_ENCODER_UNET
-from nnseg_nb.planning import (DEFAULT, PRESETS, RESENC_L, RESENC_M, RESENC_XL, Plans, batch_size_for, explain,
-                               format_explanation, load_plans, plan, save_plans)
+from nnseg_nb.planning import (
+    DEFAULT,
+    PRESETS,
+    RESENC_L,
+    RESENC_M,
+    RESENC_XL,
+    Plans,
+    batch_size_for,
+    explain,
+    format_explanation,
+    load_plans,
+    plan,
+    save_plans,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "planning"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.json") if p.stem != "feature_map_sizes")
-SETTINGS_BY_PLANNER = {"ExperimentPlanner": DEFAULT, "nnUNetPlannerResEncM": RESENC_M,
-                       "nnUNetPlannerResEncL": RESENC_L, "nnUNetPlannerResEncXL": RESENC_XL}
-RUNS = [(case, i) for case in CASES for i in range(len(json.loads((FIXTURES / f"{case}.json").read_text())["runs"]))]
+SETTINGS_BY_PLANNER = {
+    "ExperimentPlanner": DEFAULT,
+    "nnUNetPlannerResEncM": RESENC_M,
+    "nnUNetPlannerResEncL": RESENC_L,
+    "nnUNetPlannerResEncXL": RESENC_XL,
+}
+RUNS = [
+    (case, i)
+    for case in CASES
+    for i in range(len(json.loads((FIXTURES / f"{case}.json").read_text())["runs"]))
+]
 
 
 def load_case(case: str) -> dict:
@@ -53,16 +73,27 @@ def differences(ours, theirs, path="plans") -> list[str]:
     if isinstance(ours, float):
         # Same arithmetic as nnU-Net, so equal in practice; the tolerance only absorbs a last-bit
         # difference another numpy version's percentile might make.
-        return [] if math.isclose(ours, theirs, rel_tol=1e-12, abs_tol=0) else [f"{path}: {ours!r} != {theirs!r}"]
+        return (
+            []
+            if math.isclose(ours, theirs, rel_tol=1e-12, abs_tol=0)
+            else [f"{path}: {ours!r} != {theirs!r}"]
+        )
     return [] if ours == theirs else [f"{path}: {ours!r} != {theirs!r}"]
 
 
 def hippocampus_inputs(n=260, shape=(36, 50, 35)):
-    fingerprint = {"spacings": [[1.0, 1.0, 1.0]] * n, "shapes_after_crop": [list(shape)] * n,
-                   "median_relative_size_after_cropping": 1.0,
-                   "foreground_intensity_properties_per_channel": {"0": {"mean": 1.0}}}
-    dataset_json = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
-                    "numTraining": n, "file_ending": ".nii.gz"}
+    fingerprint = {
+        "spacings": [[1.0, 1.0, 1.0]] * n,
+        "shapes_after_crop": [list(shape)] * n,
+        "median_relative_size_after_cropping": 1.0,
+        "foreground_intensity_properties_per_channel": {"0": {"mean": 1.0}},
+    }
+    dataset_json = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
+        "numTraining": n,
+        "file_ending": ".nii.gz",
+    }
     return fingerprint, dataset_json
 
 
@@ -73,7 +104,9 @@ def hippocampus_inputs(n=260, shape=(36, 50, 35)):
 def test_plans_equal_nnunet(case, run_index):
     data = load_case(case)
     run = data["runs"][run_index]
-    ours = plan(data["fingerprint"], data["dataset_json"], settings_for(run), dataset_name=data["dataset_name"])
+    ours = plan(
+        data["fingerprint"], data["dataset_json"], settings_for(run), dataset_name=data["dataset_name"]
+    )
     assert differences(ours.to_json(), run["plans"]) == []
 
 
@@ -84,7 +117,11 @@ def test_fixtures_cover_the_planner():
     assert {"2d"} in configurations and {"2d", "3d_fullres"} in configurations
     assert {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"} in configurations
     assert {tuple(run["plans"]["transpose_forward"]) for _, run in runs} >= {(0, 1, 2), (2, 0, 1)}
-    assert {run["plans"]["image_reader_writer"] for _, run in runs} >= {"SimpleITKIO", "NibabelIO", "NaturalImage2DIO"}
+    assert {run["plans"]["image_reader_writer"] for _, run in runs} >= {
+        "SimpleITKIO",
+        "NibabelIO",
+        "NaturalImage2DIO",
+    }
     assert any("gpu_memory_target_in_gb" in run["kwargs"] for _, run in runs)
     assert any("ignore" in data["dataset_json"]["labels"] for data, _ in runs)
     assert all(data["versions"]["nnunetv2"].startswith("2.8.") for data, _ in runs)
@@ -104,7 +141,10 @@ def test_nnunet_plans_round_trip(case, tmp_path):
 def test_our_plans_file_is_nnunets_file(tmp_path):
     data = load_case("liver_ct")
     run = data["runs"][0]
-    save_plans(plan(data["fingerprint"], data["dataset_json"], dataset_name=data["dataset_name"]), tmp_path / "p.json")
+    save_plans(
+        plan(data["fingerprint"], data["dataset_json"], dataset_name=data["dataset_name"]),
+        tmp_path / "p.json",
+    )
     assert (tmp_path / "p.json").read_text() == json.dumps(run["plans"], indent=4)
 
 
@@ -127,17 +167,34 @@ def test_typed_accessors():
     plans = liver_plans()
     fullres, lowres = plans.configuration("3d_fullres"), plans.configuration("3d_lowres")
     assert plans.transpose_forward == [0, 1, 2] and plans.configuration_names == [
-        "2d", "3d_lowres", "3d_fullres", "3d_cascade_fullres"]
+        "2d",
+        "3d_lowres",
+        "3d_fullres",
+        "3d_cascade_fullres",
+    ]
     assert fullres.data_identifier == "nnUNetPlans_3d_fullres" and fullres.dimension == 3
     assert fullres.normalization_schemes == ["CTNormalization"] and fullres.use_mask_for_norm == [False]
-    assert fullres.resampling_fn_data_kwargs == {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
+    assert fullres.resampling_fn_data_kwargs == {
+        "is_seg": False,
+        "order": 3,
+        "order_z": 0,
+        "force_separate_z": None,
+    }
     assert fullres.batch_dice is True and lowres.batch_dice is False
     assert lowres.next_stage_names == ["3d_cascade_fullres"] and fullres.next_stage_names == []
     arch = fullres.architecture
-    assert arch.network_class_name == PLAIN_CONV_UNET and arch.n_stages == len(arch.strides) == len(arch.kernel_sizes)
-    assert arch.blocks_per_stage == [2] * arch.n_stages and arch.n_conv_per_stage_decoder == [2] * (arch.n_stages - 1)
+    assert arch.network_class_name == PLAIN_CONV_UNET and arch.n_stages == len(arch.strides) == len(
+        arch.kernel_sizes
+    )
+    assert arch.blocks_per_stage == [2] * arch.n_stages and arch.n_conv_per_stage_decoder == [2] * (
+        arch.n_stages - 1
+    )
     assert arch.features_per_stage[:4] == [32, 64, 128, 256] and arch.kw_requires_import == [
-        "conv_op", "norm_op", "dropout_op", "nonlin"]
+        "conv_op",
+        "norm_op",
+        "dropout_op",
+        "nonlin",
+    ]
 
 
 def test_resenc_architecture_and_shared_data_identifiers():
@@ -145,9 +202,12 @@ def test_resenc_architecture_and_shared_data_identifiers():
     plans = plan(data["fingerprint"], data["dataset_json"], RESENC_L, dataset_name=data["dataset_name"])
     fullres = plans.configuration("3d_fullres")
     assert fullres.architecture.network_class_name == RESIDUAL_ENCODER_UNET
-    assert fullres.architecture.blocks_per_stage == [1, 3, 4, 6, 6, 6][:fullres.architecture.n_stages]
+    assert fullres.architecture.blocks_per_stage == [1, 3, 4, 6, 6, 6][: fullres.architecture.n_stages]
     assert [plans.configurations[c].data_identifier for c in ("2d", "3d_fullres", "3d_lowres")] == [
-        "nnUNetPlans_2d", "nnUNetPlans_3d_fullres", "nnUNetResEncUNetLPlans_3d_lowres"]
+        "nnUNetPlans_2d",
+        "nnUNetPlans_3d_fullres",
+        "nnUNetResEncUNetLPlans_3d_lowres",
+    ]
     assert plans.experiment_planner_used == "nnUNetPlannerResEncL"
 
 
@@ -156,9 +216,13 @@ def test_cascade_inherits_fullres():
     cascade = plans.configuration("3d_cascade_fullres")
     fullres = plans.configuration("3d_fullres").to_json()
     assert cascade.previous_stage == "3d_lowres" and cascade.inherits_from == "3d_fullres"
-    assert {k: v for k, v in cascade.to_json().items() if k not in ("inherits_from", "previous_stage")} == fullres
-    assert plans.configurations["3d_cascade_fullres"].to_json() == {"inherits_from": "3d_fullres",
-                                                                    "previous_stage": "3d_lowres"}
+    assert {
+        k: v for k, v in cascade.to_json().items() if k not in ("inherits_from", "previous_stage")
+    } == fullres
+    assert plans.configurations["3d_cascade_fullres"].to_json() == {
+        "inherits_from": "3d_fullres",
+        "previous_stage": "3d_lowres",
+    }
 
 
 def test_custom_configurations_and_unknown_keys_survive():
@@ -166,18 +230,29 @@ def test_custom_configurations_and_unknown_keys_survive():
     raw = copy.deepcopy(raw) | {"my_top_level_note": {"a": [1, 2]}}
     raw["configurations"]["3d_fullres"]["architecture"]["my_arch_note"] = 1
     raw["configurations"]["3d_fullres_bs4"] = {"inherits_from": "3d_fullres", "batch_size": 4, "my_key": "x"}
-    raw["configurations"]["3d_fullres_bs4_big"] = {"inherits_from": "3d_fullres_bs4", "patch_size": [160, 160, 160]}
+    raw["configurations"]["3d_fullres_bs4_big"] = {
+        "inherits_from": "3d_fullres_bs4",
+        "patch_size": [160, 160, 160],
+    }
     plans = Plans.from_json(raw)
     assert plans.to_json() == raw
     deepest = plans.configuration("3d_fullres_bs4_big")
-    assert deepest.batch_size == 4 and deepest.patch_size == [160, 160, 160] and deepest.extra == {"my_key": "x"}
+    assert (
+        deepest.batch_size == 4 and deepest.patch_size == [160, 160, 160] and deepest.extra == {"my_key": "x"}
+    )
     assert deepest.spacing == raw["configurations"]["3d_fullres"]["spacing"]
-    assert plans.inheritance_chain("3d_fullres_bs4_big") == ["3d_fullres_bs4_big", "3d_fullres_bs4", "3d_fullres"]
+    assert plans.inheritance_chain("3d_fullres_bs4_big") == [
+        "3d_fullres_bs4_big",
+        "3d_fullres_bs4",
+        "3d_fullres",
+    ]
 
 
 def test_replanning_keeps_custom_configurations():
     old = Plans.from_json(load_case("liver_ct")["runs"][0]["plans"])
-    old.configurations["3d_fullres_bs4"] = planning.ConfigurationPlan(inherits_from="3d_fullres", batch_size=4)
+    old.configurations["3d_fullres_bs4"] = planning.ConfigurationPlan(
+        inherits_from="3d_fullres", batch_size=4
+    )
     old.configurations["2d"].batch_size = 99
     data = load_case("liver_ct")
     new = plan(data["fingerprint"], data["dataset_json"], dataset_name=data["dataset_name"])
@@ -221,13 +296,18 @@ def test_hippocampus_worked_example():
     plans = plan(fingerprint, dataset_json, dataset_name="Dataset004_Hippocampus")
     assert plans.configuration_names == ["2d", "3d_fullres"] and plans.transpose_forward == [0, 1, 2]
     fullres, two_d = plans.configuration("3d_fullres"), plans.configuration("2d")
-    assert fullres.spacing == [1.0, 1.0, 1.0] and fullres.patch_size == [40, 56, 40] and fullres.batch_size == 9
+    assert (
+        fullres.spacing == [1.0, 1.0, 1.0] and fullres.patch_size == [40, 56, 40] and fullres.batch_size == 9
+    )
     assert fullres.architecture.strides == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
     assert fullres.architecture.kernel_sizes == [[3, 3, 3]] * 4
     assert fullres.architecture.features_per_stage == [32, 64, 128, 256] and fullres.batch_dice is False
     assert two_d.patch_size == [56, 40] and two_d.batch_size == 366 and two_d.batch_dice is True
     assert two_d.architecture.features_per_stage == [32, 64, 128, 256]
-    assert fullres.normalization_schemes == ["ZScoreNormalization"] and plans.image_reader_writer == "SimpleITKIO"
+    assert (
+        fullres.normalization_schemes == ["ZScoreNormalization"]
+        and plans.image_reader_writer == "SimpleITKIO"
+    )
 
 
 @pytest.mark.parametrize("settings,batch_size", [(RESENC_M, 58), (RESENC_L, 178), (RESENC_XL, 183)])
@@ -237,10 +317,17 @@ def test_hippocampus_resenc_batch_sizes(settings, batch_size):
 
 
 def test_liver_like_ct_worked_example():
-    fingerprint = {"spacings": [[1.0, 0.768, 0.768]] * 131, "shapes_after_crop": [[432, 512, 512]] * 131,
-                   "median_relative_size_after_cropping": 1.0}
-    dataset_json = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "tumour": 2},
-                    "numTraining": 131, "file_ending": ".nii.gz"}
+    fingerprint = {
+        "spacings": [[1.0, 0.768, 0.768]] * 131,
+        "shapes_after_crop": [[432, 512, 512]] * 131,
+        "median_relative_size_after_cropping": 1.0,
+    }
+    dataset_json = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "liver": 1, "tumour": 2},
+        "numTraining": 131,
+        "file_ending": ".nii.gz",
+    }
     trace = []
     plans = plan(fingerprint, dataset_json, trace=trace)
     fullres, lowres, two_d = (plans.configuration(c) for c in ("3d_fullres", "3d_lowres", "2d"))
@@ -257,16 +344,38 @@ def test_liver_like_ct_worked_example():
 
 def test_prostate_like_anisotropic_worked_example():
     z = [3.0] * 4 + [3.6] * 20 + [4.0] * 8
-    fingerprint = {"spacings": [[s, 0.625, 0.625] for s in z], "shapes_after_crop": [[20, 320, 320]] * 32,
-                   "median_relative_size_after_cropping": 1.0}
-    dataset_json = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "PZ": 1, "TZ": 2},
-                    "numTraining": 32, "file_ending": ".nii.gz"}
+    fingerprint = {
+        "spacings": [[s, 0.625, 0.625] for s in z],
+        "shapes_after_crop": [[20, 320, 320]] * 32,
+        "median_relative_size_after_cropping": 1.0,
+    }
+    dataset_json = {
+        "channel_names": {"0": "T2", "1": "ADC"},
+        "labels": {"background": 0, "PZ": 1, "TZ": 2},
+        "numTraining": 32,
+        "file_ending": ".nii.gz",
+    }
     plans = plan(fingerprint, dataset_json)
     fullres, two_d = plans.configuration("3d_fullres"), plans.configuration("2d")
-    assert fullres.spacing[0] == pytest.approx(3.06) and fullres.median_image_size_in_voxels == [24.0, 320.0, 320.0]
-    assert fullres.patch_size == [24, 256, 256] and fullres.architecture.n_stages == 7 and fullres.batch_size == 2
-    assert fullres.architecture.strides == [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2],
-                                            [1, 2, 2]]
+    assert fullres.spacing[0] == pytest.approx(3.06) and fullres.median_image_size_in_voxels == [
+        24.0,
+        320.0,
+        320.0,
+    ]
+    assert (
+        fullres.patch_size == [24, 256, 256]
+        and fullres.architecture.n_stages == 7
+        and fullres.batch_size == 2
+    )
+    assert fullres.architecture.strides == [
+        [1, 1, 1],
+        [1, 2, 2],
+        [1, 2, 2],
+        [2, 2, 2],
+        [2, 2, 2],
+        [1, 2, 2],
+        [1, 2, 2],
+    ]
     assert fullres.architecture.kernel_sizes == [[1, 3, 3], [1, 3, 3]] + [[3, 3, 3]] * 5
     assert two_d.patch_size == [320, 320] and two_d.architecture.n_stages == 7 and two_d.batch_size == 32
 
@@ -287,7 +396,8 @@ def test_explain_hippocampus_batch_reason():
     assert fullres.values == {"batch_size": 9, "by_memory": 58, "by_dataset": 9}
     assert "5% dataset cap" in fullres.message
     assert [r.message for r in records if r.step == "3d_lowres"] == [
-        "not needed: the fullres patch covers 142.2% of the median image (threshold 25%)"]
+        "not needed: the fullres patch covers 142.2% of the median image (threshold 25%)"
+    ]
     assert not any(r.step == "shrink" for r in records)
 
 
@@ -309,8 +419,10 @@ def test_explain_reasons_in_fixture_cases():
     assert rgb.message.endswith("vs limit 510,000,000")  # 2D: a batch of 2 must fit in 6 x 85e6
     gray = [r for r in records("natural_2d_gray") if r.step == "batch_size"][0]
     assert gray.values["batch_size"] == 2 and "minimum batch size" in gray.message
-    assert "no 3D configurations" in [r.message for r in records("natural_2d_gray")
-                                      if r.configuration == "3d_fullres"][0]
+    assert (
+        "no 3D configurations"
+        in [r.message for r in records("natural_2d_gray") if r.configuration == "3d_fullres"][0]
+    )
 
 
 def test_format_explanation_groups_by_configuration():
@@ -338,7 +450,9 @@ def test_shrink_conditions_differ_in_2d_only():
     assert not planning.shrink_is_needed(300_000_000, 2, DEFAULT)
     assert planning.shrink_is_needed(511_000_000, 2, DEFAULT)
     assert planning.shrink_is_needed(136_000_000, 2, RESENC_M)
-    assert planning.shrink_is_needed(560_000_001, 3, DEFAULT) and not planning.shrink_is_needed(560_000_000, 3, DEFAULT)
+    assert planning.shrink_is_needed(560_000_001, 3, DEFAULT) and not planning.shrink_is_needed(
+        560_000_000, 3, DEFAULT
+    )
 
 
 def test_shrink_step_does_not_skip_valid_sizes():
@@ -372,7 +486,11 @@ def test_target_spacing_rule():
     # 10th percentile 0.6 is finer than in-plane: clamped to 0.7 + 1e-5
     assert planning.fullres_target_spacing(spacings, shapes).tolist() == [0.7 + 1e-5, 0.7, 0.7]
     # enough slices: the median stays
-    assert planning.fullres_target_spacing(spacings, np.array([[200, 500, 500]] * 10)).tolist() == [5.0, 0.7, 0.7]
+    assert planning.fullres_target_spacing(spacings, np.array([[200, 500, 500]] * 10)).tolist() == [
+        5.0,
+        0.7,
+        0.7,
+    ]
 
 
 def test_transpose():
@@ -383,11 +501,25 @@ def test_transpose():
 
 
 def test_normalization_by_channel_name():
-    dataset_json = {"channel_names": {"0": "cT", "1": "NONORM", "2": "zscore", "3": "rescale_to_0_1",
-                                      "4": "RGB_to_0_1", "5": "FLAIR"}}
+    dataset_json = {
+        "channel_names": {
+            "0": "cT",
+            "1": "NONORM",
+            "2": "zscore",
+            "3": "rescale_to_0_1",
+            "4": "RGB_to_0_1",
+            "5": "FLAIR",
+        }
+    }
     schemes, use_mask = planning.normalization_schemes(dataset_json, 0.5)
-    assert schemes == ["CTNormalization", "NoNormalization", "ZScoreNormalization", "RescaleTo01Normalization",
-                       "RGBTo01Normalization", "ZScoreNormalization"]
+    assert schemes == [
+        "CTNormalization",
+        "NoNormalization",
+        "ZScoreNormalization",
+        "RescaleTo01Normalization",
+        "RGBTo01Normalization",
+        "ZScoreNormalization",
+    ]
     assert use_mask == [False, False, True, False, False, True]
     assert planning.normalization_schemes(dataset_json, 0.75)[1] == [False] * 6
     assert planning.normalization_schemes({"modality": {"0": "CT"}}, 1.0)[0] == ["CTNormalization"]
@@ -398,7 +530,12 @@ def test_reader_writer_from_dataset_json():
         return planning.default_image_reader_writer({"file_ending": ending, **extra})
 
     assert [reader(e) for e in (".nii.gz", ".nii", ".png", ".nrrd", ".tiff")] == [
-        "SimpleITKIO", "NibabelIO", "NaturalImage2DIO", "SimpleITKIO", "Tiff3DIO"]
+        "SimpleITKIO",
+        "NibabelIO",
+        "NaturalImage2DIO",
+        "SimpleITKIO",
+        "Tiff3DIO",
+    ]
     assert reader(".nii.gz", overwrite_image_reader_writer="NibabelIOWithReorient") == "NibabelIOWithReorient"
     with pytest.raises(ValueError, match="no nnU-Net reader for file ending '.jpg'"):
         reader(".jpg")
@@ -409,12 +546,18 @@ def test_reader_writer_from_dataset_json():
 
 def test_presets():
     assert PRESETS == {"default": DEFAULT, "resenc-m": RESENC_M, "resenc-l": RESENC_L, "resenc-xl": RESENC_XL}
-    assert [p.planner_name for p in PRESETS.values()] == ["ExperimentPlanner", "nnUNetPlannerResEncM",
-                                                          "nnUNetPlannerResEncL", "nnUNetPlannerResEncXL"]
+    assert [p.planner_name for p in PRESETS.values()] == [
+        "ExperimentPlanner",
+        "nnUNetPlannerResEncM",
+        "nnUNetPlannerResEncL",
+        "nnUNetPlannerResEncXL",
+    ]
     assert DEFAULT.data_identifier("2d") == "nnUNetPlans_2d"
     assert RESENC_XL.data_identifier("3d_fullres") == "nnUNetPlans_3d_fullres"
     assert RESENC_XL.data_identifier("3d_lowres") == "nnUNetResEncUNetXLPlans_3d_lowres"
-    assert planning.memory_budget(3, RESENC_XL) == 3_600_000_000 and planning.memory_budget(2, RESENC_L) == 380e6
+    assert (
+        planning.memory_budget(3, RESENC_XL) == 3_600_000_000 and planning.memory_budget(2, RESENC_L) == 380e6
+    )
 
 
 def test_gpu_memory_override():

@@ -18,7 +18,7 @@ from nnseg_nb import runner
 from nnseg_nb.cli import main
 from nnseg_nb.runner import NotebookError, RunResult
 
-TINY = '''# %% [markdown]
+TINY = """# %% [markdown]
 # # A tiny notebook for the runner tests
 
 # %% tags=["parameters"]
@@ -38,7 +38,7 @@ write_results(out_dir, results)
 # %%
 if fail:
     raise ValueError(f"asked to fail with a={a}")
-'''
+"""
 FAIL_LINE = TINY.splitlines().index("if fail:") + 1
 
 
@@ -68,7 +68,9 @@ def test_py_run_injects_parameters_env_and_default_folders(tiny, tmp_path):
     assert result.results["b_seen"] == "x"  # default kept
     assert result.results["cwd"] == str(run_dir)  # kernel cwd: the run folder
     assert result.parameters["out_dir"] == str(run_dir)  # out_dir injected: results next to the notebook
-    assert (run_dir / "results.json").is_file() and not (run_dir / "executed.log").exists()  # empty kernel log removed
+    assert (run_dir / "results.json").is_file() and not (
+        run_dir / "executed.log"
+    ).exists()  # empty kernel log removed
     assert result.results["env"] == "yes" and result.results["tqdm_disable"] == "1"
     assert dict(os.environ) == environ_before  # the caller's environment is untouched
     executed = nbformat.read(result.output, as_version=4)
@@ -97,7 +99,9 @@ def test_failing_cell_is_named(tiny):
     assert (error.cell_index, error.ename, error.evalue) == (3, "ValueError", "asked to fail with a=7")
     assert error.line == FAIL_LINE and error.exec_count == 4  # the injected cell ran as [2]
     assert error.source_head[0] == "if fail:"
-    assert error.summary.startswith(f"{tiny}: cell 3 (line {FAIL_LINE}) failed: ValueError: asked to fail with a=7")
+    assert error.summary.startswith(
+        f"{tiny}: cell 3 (line {FAIL_LINE}) failed: ValueError: asked to fail with a=7"
+    )
     assert "\n" not in error.summary and "Traceback" not in str(error)
     assert error.result.status == "error" and error.result.error == error.summary
     executed = nbformat.read(error.output, as_version=4)
@@ -105,7 +109,9 @@ def test_failing_cell_is_named(tiny):
 
 
 def test_bad_requests_fail_before_any_kernel(tiny, tmp_path):
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) c, lr; its parameters are: a, b, sizes, fail, out_dir"):
+    with pytest.raises(
+        ValueError, match=r"unknown parameter\(s\) c, lr; its parameters are: a, b, sizes, fail, out_dir"
+    ):
         runner.run_notebook(tiny, parameters={"lr": 1, "c": 2})
     with pytest.raises(ValueError, match="unknown parameter"):
         runner.run_batch(tiny, {"a": [1, 2], "typo": [0]})
@@ -123,7 +129,11 @@ def test_batch_2x2_collects_four_runs(tiny, tmp_path):
     assert [(r["a"], r["b"]) for r in rows] == [(1, "x"), (1, "y"), (2, "x"), (2, "y")]
     assert all(r["status"] == "ok" and r["error"] is None for r in rows)
     assert [(r["a_seen"], r["b_seen"], r["sizes_seen"]) for r in rows] == [
-        (1, "x", [3]), (1, "y", [3]), (2, "x", [3]), (2, "y", [3])]
+        (1, "x", [3]),
+        (1, "y", [3]),
+        (2, "x", [3]),
+        (2, "y", [3]),
+    ]
     batch_dir = tmp_path / "runs" / "tiny"
     assert [r["run_dir"] for r in rows] == [str(batch_dir / f"a={a}_b={b}") for a in (1, 2) for b in "xy"]
     assert [r["cwd"] for r in rows] == [r["run_dir"] for r in rows]  # each kernel ran in its own folder
@@ -171,12 +181,17 @@ def test_run_demo_writes_index(tmp_path, monkeypatch):
     assert [c[0] for c in calls] == ["01_first.py", "02_second.py"]
     assert calls[0][1] == {"profile": "quick", "seed": 3} and calls[1][1] == {"profile": "quick"}
     assert calls[0][2]["nnUNet_results"] == str(out / "nnUNet_results")
-    assert [(e["notebook"], e["status"]) for e in index["notebooks"]] == [("01_first", "ok"), ("02_second", "error")]
+    assert [(e["notebook"], e["status"]) for e in index["notebooks"]] == [
+        ("01_first", "ok"),
+        ("02_second", "error"),
+    ]
     assert index["notebooks"][0]["headline"] == {"dice": 0.81234, "n_cases": 4}
     assert json.loads((out / "index.json").read_text()) == index
     markdown = (out / "index.md").read_text()
     assert "| 1 | [01_first](01_first/executed.ipynb) | ok | 1.5 s | dice = 0.8123, n_cases = 4 |" in markdown
-    assert "| 2 | [02_second](02_second/executed.ipynb) | error | 1.5 s |" in markdown and "KeyError" in markdown
+    assert (
+        "| 2 | [02_second](02_second/executed.ipynb) | error | 1.5 s |" in markdown and "KeyError" in markdown
+    )
     assert json.loads((out / "02_second" / "status.json").read_text())["status"] == "error"
 
 
@@ -185,7 +200,11 @@ def test_list_notebooks_order_and_missing_folder(tmp_path):
     _demo_notebooks(folder)
     jupytext.write(jupytext.read(folder / "02_second.py"), folder / "02_second.ipynb")
     jupytext.write(jupytext.read(folder / "02_second.py"), folder / "03_third.ipynb")
-    assert [p.name for p in runner.list_notebooks(folder)] == ["01_first.py", "02_second.py", "03_third.ipynb"]
+    assert [p.name for p in runner.list_notebooks(folder)] == [
+        "01_first.py",
+        "02_second.py",
+        "03_third.ipynb",
+    ]
     with pytest.raises(FileNotFoundError, match="no such notebooks folder"):
         runner.list_notebooks(tmp_path / "none")
 
@@ -195,24 +214,29 @@ def test_cli_errors_are_one_line(tiny, monkeypatch, capsys):
     assert capsys.readouterr().err.strip().count("\n") == 0
 
     def failing_run(notebook, **kwargs):
-        raise NotebookError(notebook, "ValueError", "boom\nsecond line", 3, 4, FAIL_LINE, ["if fail:"], "runs/x.ipynb")
+        raise NotebookError(
+            notebook, "ValueError", "boom\nsecond line", 3, 4, FAIL_LINE, ["if fail:"], "runs/x.ipynb"
+        )
 
     monkeypatch.setattr(runner, "run_notebook", failing_run)
     assert main(["run", str(tiny), "-p", "sizes", "[64,64,64]"]) == 1
     err = capsys.readouterr().err
-    assert err == f"error: {tiny}: cell 3 (line {FAIL_LINE}) failed: ValueError: boom (traceback in runs/x.ipynb)\n"
+    assert (
+        err
+        == f"error: {tiny}: cell 3 (line {FAIL_LINE}) failed: ValueError: boom (traceback in runs/x.ipynb)\n"
+    )
     assert main(["batch", str(tiny), "--grid", "a=1,2", "--grid", "typo=[1,2],[3]"]) == 1
     assert "unknown parameter(s) typo" in capsys.readouterr().err
 
 
-WIDGET_CELL = '''
+WIDGET_CELL = """
 # %% tags=["nbval-ignore-output"]
 import numpy as np
 from nnseg_nb.viz import SliceBrowser
 browser = SliceBrowser(np.arange(24.0).reshape(2, 3, 4))
 display(browser); browser.show_static()
 print("cwd:", os.path.basename(os.getcwd()))
-'''
+"""
 
 
 def test_record_outputs_writes_a_golden_pair(tmp_path):
@@ -226,7 +250,9 @@ def test_record_outputs_writes_a_golden_pair(tmp_path):
     compare_notebooks(jupytext.read(source.with_suffix(".ipynb")), jupytext.read(source), fmt="py:percent")
     assert "widgets" not in golden.metadata and "papermill" not in golden.metadata
     assert [c.metadata.get("tags") for c in golden.cells if c.metadata.get("tags")] == [
-        ["parameters"], ["nbval-ignore-output"]]
+        ["parameters"],
+        ["nbval-ignore-output"],
+    ]
     widget_outputs = golden.cells[-1].outputs
     kinds = [sorted(o.get("data", {})) for o in widget_outputs if o.output_type == "display_data"]
     assert kinds == [["application/vnd.jupyter.widget-view+json", "text/plain"], ["image/png", "text/plain"]]

@@ -9,7 +9,12 @@ from PIL import Image
 
 from nnseg_nb import augment
 from nnseg_nb.viz import figure_png
-from nnseg_nb.viz.augment import augmentation_gallery, deep_supervision_figure, draw_augmentations, unaugmented
+from nnseg_nb.viz.augment import (
+    augmentation_gallery,
+    deep_supervision_figure,
+    draw_augmentations,
+    unaugmented,
+)
 
 PATCH = (8, 24, 20)
 
@@ -41,7 +46,9 @@ def test_same_seed_same_draw_and_equal_to_augment(patch):
     np.testing.assert_array_equal(first.seg, again.seg)
     assert first.applied == again.applied
     assert not np.array_equal(first.image, other.image)
-    reference = augment.augment({"image": image[None], "seg": seg[None]}, pipeline, torch.Generator().manual_seed(7))
+    reference = augment.augment(
+        {"image": image[None], "seg": seg[None]}, pipeline, torch.Generator().manual_seed(7)
+    )
     np.testing.assert_array_equal(first.image, reference["image"][0].numpy())
     np.testing.assert_array_equal(first.seg, reference["seg"][0].numpy())
     assert first.image.shape == (1, *PATCH) and first.seg.shape == (1, *PATCH)
@@ -58,8 +65,11 @@ def test_labels_stay_in_the_label_set(patch):
 
 def test_captions_say_what_was_applied(patch):
     image, seg, pipeline = patch
-    always = [augment.SpatialTransform(PATCH, (-0.5, 0.5), p_rotation=1, p_scaling=1, dummy_2d=True),
-              augment.Mirror((0, 1, 2), p_per_axis=1.0), augment.RemoveLabel()]
+    always = [
+        augment.SpatialTransform(PATCH, (-0.5, 0.5), p_rotation=1, p_scaling=1, dummy_2d=True),
+        augment.Mirror((0, 1, 2), p_per_axis=1.0),
+        augment.RemoveLabel(),
+    ]
     (draw,) = draw_augmentations(image, seg, always, [0])
     assert draw.applied[0].startswith("rotation ") and draw.applied[1].startswith("scaling x")
     assert draw.applied[2] == "flip zyx"
@@ -71,8 +81,15 @@ def test_captions_say_what_was_applied(patch):
 
 def test_gallery_png_is_reproducible_and_seed_dependent(patch, tmp_path):
     image, seg, pipeline = patch
-    pngs = [figure_png(augmentation_gallery(image, seg, pipeline, n=5, generator=torch.Generator().manual_seed(s),
-                                            columns=3), dpi=50) for s in (0, 0, 1)]
+    pngs = [
+        figure_png(
+            augmentation_gallery(
+                image, seg, pipeline, n=5, generator=torch.Generator().manual_seed(s), columns=3
+            ),
+            dpi=50,
+        )
+        for s in (0, 0, 1)
+    ]
     assert pngs[0] == pngs[1] and pngs[0] != pngs[2]
     path = tmp_path / "gallery.png"
     path.write_bytes(pngs[0])

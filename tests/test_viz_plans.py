@@ -38,7 +38,9 @@ def _write_png(fig, path: Path, dpi: int = 60) -> tuple[int, int]:
 
 
 def _inputs(folder: Path) -> tuple[dict, dict]:
-    return load_fingerprint(folder / "dataset_fingerprint.json"), json.loads((folder / "dataset.json").read_text())
+    return load_fingerprint(folder / "dataset_fingerprint.json"), json.loads(
+        (folder / "dataset.json").read_text()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,8 @@ def aniso_case(tmp_path_factory):
     """The first case of a 2-case Dataset902_AnisoSynth build (the full build's first case)."""
     raw = tmp_path_factory.mktemp("raw")
     folder = build_demo_datasets(raw, only=["AnisoSynth"], num_train=2, num_test=0, progress=False)[
-        "Dataset902_AnisoSynth"]
+        "Dataset902_AnisoSynth"
+    ]
     image, props = read_case(sorted((folder / "imagesTr").glob("*_0000.nii.gz"))[:1])
     seg, _ = read_seg(sorted((folder / "labelsTr").glob("*.nii.gz"))[0])
     return image, seg, props["spacing"]
@@ -92,8 +95,9 @@ def test_patch_boxes_follow_transpose_forward(aniso_case):
     fig = patch_boxes_figure(plans, image, spacing, configurations=["3d_fullres"])
     c = planning.Plans.from_json(plans).configuration("3d_fullres")
     box = _boxes(fig)["3d_fullres axis 0"]
-    assert (box.get_height(), box.get_width()) == pytest.approx((c.patch_size[1] * c.spacing[1],
-                                                                 c.patch_size[2] * c.spacing[2]))
+    assert (box.get_height(), box.get_width()) == pytest.approx(
+        (c.patch_size[1] * c.spacing[1], c.patch_size[2] * c.spacing[2])
+    )
     assert fig.axes[0].get_title() == f"X = {(image.shape[3] - 1) // 2}"  # reader axis 2 is the plan's axis 0
 
 
@@ -116,8 +120,12 @@ def test_topology_rows_and_figure(tmp_path):
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert sum(t.startswith("stage ") for t in texts) == n
     for r in rows["encoder"]:
-        assert any(t.startswith(f"stage {r['stage']}: {' x '.join(map(str, r['size']))}\n{r['features']} ch, 2 convs")
-                   for t in texts)
+        assert any(
+            t.startswith(
+                f"stage {r['stage']}: {' x '.join(map(str, r['size']))}\n{r['features']} ch, 2 convs"
+            )
+            for t in texts
+        )
     assert sum(t.startswith("output ") for t in texts) == n - 1
     width, height = _write_png(fig, tmp_path / "topology.png")
     assert 400 < width < 900 and 200 < height < 500 and (tmp_path / "topology.png").stat().st_size > 10_000
@@ -152,13 +160,18 @@ def test_fingerprint_figure(tmp_path):
 def test_configuration_differences():
     fingerprint, dataset_json = _inputs(BRAIN)
     ours = planning.plan(fingerprint, dataset_json, dataset_name="Dataset901_BrainTissue")
-    assert configuration_differences(ours, BRAIN / "nnUNetPlans.json") == {"plans": [], "2d": [], "3d_fullres": []}
+    assert configuration_differences(ours, BRAIN / "nnUNetPlans.json") == {
+        "plans": [],
+        "2d": [],
+        "3d_fullres": [],
+    }
     other = planning.load_plans(BRAIN / "nnUNetPlans_1GB.json")
     differences = configuration_differences(ours, other)
     assert "plans_name" in differences["plans"] and "patch_size" in differences["3d_fullres"]
     lowres = planning.load_plans(ANISO / "nnUNetPlans_100MB.json")
-    assert configuration_differences(lowres, planning.load_plans(ANISO / "nnUNetPlans.json"))["3d_lowres"] == [
-        "only in the first"]
+    assert configuration_differences(lowres, planning.load_plans(ANISO / "nnUNetPlans.json"))[
+        "3d_lowres"
+    ] == ["only in the first"]
 
 
 def test_widget_replans_as_planning_does(aniso_case):
@@ -173,7 +186,10 @@ def test_widget_replans_as_planning_does(aniso_case):
     assert widget.plans.to_json() == small.to_json()
     assert small.configuration("3d_fullres").patch_size != default.configuration("3d_fullres").patch_size
     lowres = small.configuration("3d_lowres")
-    assert f"3d_lowres: patch {' x '.join(map(str, lowres.patch_size))}, batch {lowres.batch_size}" in widget.text.value
+    assert (
+        f"3d_lowres: patch {' x '.join(map(str, lowres.patch_size))}, batch {lowres.batch_size}"
+        in widget.text.value
+    )
     widget.preset.value = "resenc-l"  # the slider follows the preset's own target
     assert widget.gpu_memory.value == 24.0
     assert widget.plans.to_json() == planning.plan(fingerprint, dataset_json, planning.RESENC_L).to_json()
@@ -197,7 +213,9 @@ def test_readme_figures_script_draws_both_figures(tmp_path, monkeypatch):
     """docs/make_figures.py (the README's pictures) still runs against the library, and draws sane PNGs."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_figures", Path(__file__).parents[1] / "docs" / "make_figures.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_figures", Path(__file__).parents[1] / "docs" / "make_figures.py"
+    )
     make_figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_figures)
     monkeypatch.setattr(make_figures, "OUT", tmp_path)
@@ -206,5 +224,8 @@ def test_readme_figures_script_draws_both_figures(tmp_path, monkeypatch):
     for name in ("patch_boxes_902_0.1GB.png", "topology_901.png"):
         with Image.open(tmp_path / name) as image:
             sizes[name] = image.size
-    assert 400 < sizes["patch_boxes_902_0.1GB.png"][0] < 700 and 500 < sizes["patch_boxes_902_0.1GB.png"][1] < 800
+    assert (
+        400 < sizes["patch_boxes_902_0.1GB.png"][0] < 700
+        and 500 < sizes["patch_boxes_902_0.1GB.png"][1] < 800
+    )
     assert 500 < sizes["topology_901.png"][0] < 900 and 250 < sizes["topology_901.png"][1] < 500

@@ -22,6 +22,15 @@ from nnseg_nb.viz.overlay import (
 )
 
 __all__ = [
-    "PALETTE", "SliceBrowser", "figure_png", "label_cmap", "label_colors", "overlay_rgb", "png_bytes",
-    "robust_window", "show_figure", "show_slices", "slices_figure",
+    "PALETTE",
+    "SliceBrowser",
+    "figure_png",
+    "label_cmap",
+    "label_colors",
+    "overlay_rgb",
+    "png_bytes",
+    "robust_window",
+    "show_figure",
+    "show_slices",
+    "slices_figure",
 ]

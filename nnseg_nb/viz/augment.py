@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,9 +32,9 @@ AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x")}
 class Draw(NamedTuple):
     """One run of a pipeline on one patch."""
 
-    image: np.ndarray      # (C, *patch) float32
-    seg: np.ndarray        # (S, *patch) int (the full-resolution target when the pipeline ends in deep supervision)
-    applied: list[str]     # what was done, in order, e.g. ["rotation 23°", "scaling x1.12", "flip x"]
+    image: np.ndarray  # (C, *patch) float32
+    seg: np.ndarray  # (S, *patch) int (the full-resolution target when the pipeline ends in deep supervision)
+    applied: list[str]  # what was done, in order, e.g. ["rotation 23°", "scaling x1.12", "flip x"]
     seed: int
 
 
@@ -43,7 +44,9 @@ def _describe(step: augment.Transform, params: dict, ndim: int) -> list[str]:
         notes = []
         if bool(params["rotate"][0]):
             degrees = [f"{np.degrees(float(a)):.0f}" for a in params["angles"][0]]
-            notes.append(f"rotation {degrees[0]}°" if len(degrees) == 1 else f"rotation ({', '.join(degrees)})°")
+            notes.append(
+                f"rotation {degrees[0]}°" if len(degrees) == 1 else f"rotation ({', '.join(degrees)})°"
+            )
         if bool(params["scale"][0]):
             notes.append(f"scaling x{float(params['scales'][0]):.2f}")
         return notes
@@ -71,8 +74,13 @@ def _describe(step: augment.Transform, params: dict, ndim: int) -> list[str]:
     return [type(step).__name__]
 
 
-def draw_augmentations(image, seg, pipeline: Sequence[augment.Transform], seeds: Sequence[int],
-                       device: torch.device | str | None = None) -> list[Draw]:
+def draw_augmentations(
+    image,
+    seg,
+    pipeline: Sequence[augment.Transform],
+    seeds: Sequence[int],
+    device: torch.device | str | None = None,
+) -> list[Draw]:
     """Run ``pipeline`` on one patch once per seed (a batch of one, ``torch.Generator().manual_seed(seed)``).
 
     The result equals ``augment.augment`` with that generator; the steps are run one by one only to read
@@ -113,10 +121,19 @@ def _middle(array: np.ndarray, index: int | None) -> np.ndarray:
     return array[array.shape[0] // 2 if index is None else index]
 
 
-def augmentation_gallery(image, seg, pipeline: Sequence[augment.Transform], n: int = 11,
-                         generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                         channel: int = 0, slice_index: int | None = None, columns: int = 6,
-                         panel_size: float = 2.0, alpha: float = 0.4) -> Figure:
+def augmentation_gallery(
+    image,
+    seg,
+    pipeline: Sequence[augment.Transform],
+    n: int = 11,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    channel: int = 0,
+    slice_index: int | None = None,
+    columns: int = 6,
+    panel_size: float = 2.0,
+    alpha: float = 0.4,
+) -> Figure:
     """The unaugmented patch, then ``n`` random draws of ``pipeline``, labels overlaid, captioned.
 
     Args:
@@ -139,23 +156,30 @@ def augmentation_gallery(image, seg, pipeline: Sequence[augment.Transform], n: i
     for ax in axes.flat:
         ax.axis("off")
     for k, (ax, draw) in enumerate(zip(axes.flat, draws)):
-        ax.imshow(overlay_rgb(_middle(draw.image[channel], slice_index), _middle(draw.seg[0], slice_index),
-                              window, alpha), interpolation="nearest")
+        ax.imshow(
+            overlay_rgb(
+                _middle(draw.image[channel], slice_index), _middle(draw.seg[0], slice_index), window, alpha
+            ),
+            interpolation="nearest",
+        )
         caption = ", ".join(draw.applied) if draw.applied else "nothing applied"
         title = caption if k == 0 else f"#{k}: {caption}"
         ax.set_title(textwrap.fill(title, 26), fontsize=7, color="firebrick" if k == 0 else "black")
-    fig.suptitle(f"nnU-Net's training augmentation: {n} random draws of one patch "
-                 f"{tuple(draws[0].image.shape[1:])}", fontsize=10)
+    fig.suptitle(
+        f"nnU-Net's training augmentation: {n} random draws of one patch {tuple(draws[0].image.shape[1:])}",
+        fontsize=10,
+    )
     return fig
 
 
-def deep_supervision_figure(seg, scales: Sequence[Sequence[float]], slice_index: int | None = None,
-                            panel_size: float = 2.2) -> Figure:
+def deep_supervision_figure(
+    seg, scales: Sequence[Sequence[float]], slice_index: int | None = None, panel_size: float = 2.2
+) -> Figure:
     """One panel per deep-supervision output: the target at that scale, as ``DownsampleSegForDS`` makes it.
 
     Args:
         seg: (1, *patch) labels of the final patch (numpy or tensor; e.g. an augmented draw's ``seg``).
-        scales: from ``augment.deep_supervision_scales(pool_op_kernel_sizes)``; the first is 1.
+        scales: from ``network.deep_supervision_scales(strides)``; the first is 1.
         slice_index: for 3D, the slice of the full-resolution target; each scale shows the slice it keeps.
 
     Every panel spans the same field of view, so the coarse targets look blocky.
@@ -172,7 +196,9 @@ def deep_supervision_figure(seg, scales: Sequence[Sequence[float]], slice_index:
         # nearest-exact keeps source slice floor((k + 0.5) / s): the target slice nearest to ``index``
         k = min(int(index * scale[0]), target.shape[0] - 1) if target.ndim == 3 else None
         labels = np.clip(_middle(target, k), 0, None)
-        ax.imshow(label_colors(max(n_labels, 2))[labels], extent=(0, full[-1], full[-2], 0), interpolation="nearest")
+        ax.imshow(
+            label_colors(max(n_labels, 2))[labels], extent=(0, full[-1], full[-2], 0), interpolation="nearest"
+        )
         ax.set_title(f"scale {_fmt(scale)}\n{tuple(target.shape)}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -18,8 +18,8 @@ widgets that ipywidgets 7.7 (Colab) and 8 share are used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -85,8 +85,16 @@ class SliceBrowser:
     ``opacity``; ``images`` maps panel titles to their ``ipywidgets.Image``.
     """
 
-    def __init__(self, volumes, labels=None, spacing: Sequence[float] | None = None, axis: int = 0,
-                 window: tuple[float, float] | None = None, alpha: float = 0.4, size: int = 320):
+    def __init__(
+        self,
+        volumes,
+        labels=None,
+        spacing: Sequence[float] | None = None,
+        axis: int = 0,
+        window: tuple[float, float] | None = None,
+        alpha: float = 0.4,
+        size: int = 320,
+    ):
         import ipywidgets as widgets
 
         self.volumes = self._named_volumes(volumes)
@@ -106,16 +114,27 @@ class SliceBrowser:
         axis = 0 if is_2d else axis
         low, high = self._data_range(0, 0)
 
-        self.axis = widgets.ToggleButtons(options=[(n, i) for i, n in enumerate(AXIS_NAMES)], value=axis,
-                                          description="axis")
-        self.slice = widgets.IntSlider(value=self.shape[axis] // 2, min=0, max=self.shape[axis] - 1,
-                                       description="slice")
+        self.axis = widgets.ToggleButtons(
+            options=[(n, i) for i, n in enumerate(AXIS_NAMES)], value=axis, description="axis"
+        )
+        self.slice = widgets.IntSlider(
+            value=self.shape[axis] // 2, min=0, max=self.shape[axis] - 1, description="slice"
+        )
         self.channel = widgets.IntSlider(value=0, min=0, max=n_channels - 1, description="channel")
-        self.window = widgets.FloatRangeSlider(value=window or self._window(0, 0), min=low, max=high,
-                                               step=(high - low) / 500, description="window")
+        self.window = widgets.FloatRangeSlider(
+            value=window or self._window(0, 0),
+            min=low,
+            max=high,
+            step=(high - low) / 500,
+            description="window",
+        )
         self.opacity = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="opacity")
-        for control, hidden in ((self.axis, is_2d), (self.slice, is_2d), (self.channel, n_channels == 1),
-                                (self.opacity, all(p[2] is None for p in self.panels))):
+        for control, hidden in (
+            (self.axis, is_2d),
+            (self.slice, is_2d),
+            (self.channel, n_channels == 1),
+            (self.opacity, all(p[2] is None for p in self.panels)),
+        ):
             if hidden:
                 control.layout.display = "none"
         if window is not None:
@@ -123,9 +142,18 @@ class SliceBrowser:
 
         self.images = {title: widgets.Image(format="png") for title, _, _ in self.panels}
         self.info = widgets.HTML()
-        panels = [widgets.VBox([widgets.HTML(f"<b>{title}</b>"), image]) for title, image in self.images.items()]
-        self.widget = widgets.VBox([widgets.HBox(panels), widgets.HBox([self.axis, self.channel]), self.slice,
-                                    widgets.HBox([self.window, self.opacity]), self.info])
+        panels = [
+            widgets.VBox([widgets.HTML(f"<b>{title}</b>"), image]) for title, image in self.images.items()
+        ]
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox(panels),
+                widgets.HBox([self.axis, self.channel]),
+                self.slice,
+                widgets.HBox([self.window, self.opacity]),
+                self.info,
+            ]
+        )
         self._frame = lru_cache(maxsize=512)(self._encode_frame)
         self._busy = False
         self.axis.observe(self._on_axis, names="value")
@@ -155,8 +183,10 @@ class SliceBrowser:
     def _label_volume(self, label, name: str) -> np.ndarray:
         label = _as_czyx(label, name)
         if label.shape[0] != 1 or label.shape[1:] != self.shape:
-            raise ValueError(f"{name}: labels must be (1, Z, Y, X) or (Z, Y, X) with (Z, Y, X) = {self.shape}, "
-                             f"got {label.shape}")
+            raise ValueError(
+                f"{name}: labels must be (1, Z, Y, X) or (Z, Y, X) with (Z, Y, X) = {self.shape}, "
+                f"got {label.shape}"
+            )
         return label[0]
 
     def _make_panels(self, labels) -> list[tuple[str, int, np.ndarray | None]]:
@@ -203,7 +233,9 @@ class SliceBrowser:
     def frame_rgb(self, panel: int | str = 0) -> np.ndarray:
         """The current frame of a panel (index or title) as shown: ``(H, W, 3)`` uint8, aspect applied."""
         panel = self._panel_index(panel)
-        rgb = self._slice_rgb(panel, self.axis.value, self.slice.value, self.channel.value, self.opacity.value)
+        rgb = self._slice_rgb(
+            panel, self.axis.value, self.slice.value, self.channel.value, self.opacity.value
+        )
         return _resample_to_aspect(rgb, _in_plane_spacing(self.spacing, self.axis.value), self.size)
 
     def _panel_index(self, panel: int | str) -> int:
@@ -224,8 +256,10 @@ class SliceBrowser:
         for panel, (title, volume_index, _) in enumerate(self.panels):
             window = self._window(volume_index, channel)
             self.images[title].value = self._frame(panel, axis, index, channel, window, alpha)
-        self.info.value = (f"{AXIS_NAMES[axis]} = {index} of {self.shape[axis]} &nbsp; "
-                           f"spacing {' x '.join(f'{s:g}' for s in self.spacing)}")
+        self.info.value = (
+            f"{AXIS_NAMES[axis]} = {index} of {self.shape[axis]} &nbsp; "
+            f"spacing {' x '.join(f'{s:g}' for s in self.spacing)}"
+        )
 
     def _on_axis(self, change) -> None:
         self._busy = True
@@ -285,9 +319,19 @@ def _montage_indices(n_slices: int, labels_zyx: np.ndarray | None, axis: int, n:
     return sorted(set(np.linspace(first, last, num=min(n, last - first + 1)).round().astype(int).tolist()))
 
 
-def slices_figure(volume, labels=None, spacing: Sequence[float] | None = None, n: int = 6, axis: int = 0,
-                  channel: int = 0, window: tuple[float, float] | None = None, alpha: float = 0.4,
-                  ncols: int = 6, panel_size: float = 2.2, title: str | None = None):
+def slices_figure(
+    volume,
+    labels=None,
+    spacing: Sequence[float] | None = None,
+    n: int = 6,
+    axis: int = 0,
+    channel: int = 0,
+    window: tuple[float, float] | None = None,
+    alpha: float = 0.4,
+    ncols: int = 6,
+    panel_size: float = 2.2,
+    title: str | None = None,
+):
     """A montage of ``n`` slices as a matplotlib Figure (see :func:`show_slices`)."""
     from matplotlib.figure import Figure
 
@@ -302,11 +346,14 @@ def slices_figure(volume, labels=None, spacing: Sequence[float] | None = None, n
     ncols = min(ncols, len(indices))
     nrows = -(-len(indices) // ncols)
     row_mm, col_mm = _in_plane_spacing(spacing, axis)
-    fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + (0.3 if title else 0)), layout="constrained")
+    fig = Figure(
+        figsize=(panel_size * ncols, panel_size * nrows + (0.3 if title else 0)), layout="constrained"
+    )
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     for ax, index in zip(axes, indices):
-        rgb = overlay_rgb(_slice(image, axis, index), None if label is None else _slice(label, axis, index),
-                          window, alpha)
+        rgb = overlay_rgb(
+            _slice(image, axis, index), None if label is None else _slice(label, axis, index), window, alpha
+        )
         ax.imshow(rgb, aspect=row_mm / col_mm, interpolation="nearest")
         ax.set_title(f"{AXIS_NAMES[axis]} = {index}", fontsize=8)
     for ax in axes:
@@ -316,8 +363,9 @@ def slices_figure(volume, labels=None, spacing: Sequence[float] | None = None, n
     return fig
 
 
-def show_slices(volume, labels=None, spacing: Sequence[float] | None = None, n: int = 6, axis: int = 0,
-                **kwargs) -> None:
+def show_slices(
+    volume, labels=None, spacing: Sequence[float] | None = None, n: int = 6, axis: int = 0, **kwargs
+) -> None:
     """Show a static montage of ``n`` evenly spaced slices, with labels overlaid.
 
     Args:

@@ -23,7 +23,9 @@ import numpy as np
 
 # tab10 without its grey (which vanishes on a grey image), then the light tab20 tones without grey.
 _TAB10, _TAB20 = matplotlib.colormaps["tab10"].colors, matplotlib.colormaps["tab20"].colors
-PALETTE = np.array([c for i, c in enumerate(_TAB10) if i != 7] + [c for i, c in enumerate(_TAB20) if i % 2 and i != 15])
+PALETTE = np.array(
+    [c for i, c in enumerate(_TAB10) if i != 7] + [c for i, c in enumerate(_TAB20) if i % 2 and i != 15]
+)
 
 
 def label_colors(n: int) -> np.ndarray:
@@ -48,8 +50,9 @@ def label_cmap(n: int):
     return ListedColormap(rgba, name=f"nnseg_labels_{n}")
 
 
-def robust_window(volume: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5),
-                  max_samples: int = 1_000_000) -> tuple[float, float]:
+def robust_window(
+    volume: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5), max_samples: int = 1_000_000
+) -> tuple[float, float]:
     """An intensity window ``(low, high)`` from percentiles, robust to a few extreme voxels.
 
     Compute it once per volume (not per slice) so that slices are comparable. Large volumes are
@@ -66,8 +69,12 @@ def robust_window(volume: np.ndarray, percentiles: tuple[float, float] = (0.5, 9
     return low, high
 
 
-def overlay_rgb(image2d: np.ndarray, label2d: np.ndarray | None = None,
-                window: tuple[float, float] | None = None, alpha: float = 0.4) -> np.ndarray:
+def overlay_rgb(
+    image2d: np.ndarray,
+    label2d: np.ndarray | None = None,
+    window: tuple[float, float] | None = None,
+    alpha: float = 0.4,
+) -> np.ndarray:
     """Grey image with coloured labels blended on top.
 
     Args:

@@ -18,8 +18,8 @@ spacing`` mm is the patch to scale.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,8 +28,7 @@ from scipy import ndimage
 
 from nnseg_nb import planning
 from nnseg_nb.network import RESIDUAL_ENCODER_UNET, stage_sizes
-from nnseg_nb.planning import ConfigurationPlan, Plans
-from nnseg_nb.preprocessing import as_plans
+from nnseg_nb.plans import ConfigurationPlan, Plans, as_plans
 from nnseg_nb.viz.browser import AXIS_NAMES
 from nnseg_nb.viz.overlay import figure_png, overlay_rgb, robust_window, show_figure
 
@@ -61,12 +60,16 @@ def plotted_configurations(plans: Plans, configurations: Sequence[str] | None = 
 # --- patch boxes --------------------------------------------------------------------------------
 
 
-def _to_plan_order(image: np.ndarray, spacing: Sequence[float], plans: Plans) -> tuple[np.ndarray, np.ndarray]:
+def _to_plan_order(
+    image: np.ndarray, spacing: Sequence[float], plans: Plans
+) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(image)
     if image.ndim == 3:
         image = image[None]
     if image.ndim != 4 or len(spacing) != 3:
-        raise ValueError(f"image must be (C, Z, Y, X) with a 3-value spacing, got {image.shape} and {spacing}")
+        raise ValueError(
+            f"image must be (C, Z, Y, X) with a 3-value spacing, got {image.shape} and {spacing}"
+        )
     forward = list(plans.transpose_forward)
     return image.transpose([0] + [a + 1 for a in forward]), np.asarray(spacing, dtype=float)[forward]
 
@@ -84,27 +87,42 @@ def patch_extent_mm(configuration: ConfigurationPlan, image_spacing: Sequence[fl
     return np.array(patch) * configuration_spacing_3d(configuration, image_spacing)
 
 
-def _view_slice(volume: np.ndarray, axis: int, index: int, spacing: np.ndarray, target: np.ndarray,
-                order: int) -> tuple[np.ndarray, tuple[float, float]]:
+def _view_slice(
+    volume: np.ndarray, axis: int, index: int, spacing: np.ndarray, target: np.ndarray, order: int
+) -> tuple[np.ndarray, tuple[float, float]]:
     """A slice along ``axis`` resampled to the target's in-plane spacing; returns it and its (rows, cols) mm."""
     plane = np.take(volume, index, axis=axis)
     in_plane = [a for a in range(3) if a != axis]
     zoom = [spacing[a] / target[a] for a in in_plane]
     new_shape = [max(1, round(n * z)) for n, z in zip(plane.shape, zoom)]
-    plane = ndimage.zoom(plane.astype(np.float32), [n / o for n, o in zip(new_shape, plane.shape)],
-                         order=order, mode="nearest", grid_mode=True)
+    plane = ndimage.zoom(
+        plane.astype(np.float32),
+        [n / o for n, o in zip(new_shape, plane.shape)],
+        order=order,
+        mode="nearest",
+        grid_mode=True,
+    )
     return plane, (new_shape[0] * target[in_plane[0]], new_shape[1] * target[in_plane[1]])
 
 
 def _box_view(ax, box_mm: np.ndarray, centre_mm: np.ndarray, axis: int, color: str, gid: str) -> Rectangle:
     rows, cols = (a for a in range(3) if a != axis)
-    rect = Rectangle((centre_mm[cols] - box_mm[cols] / 2, centre_mm[rows] - box_mm[rows] / 2),
-                     box_mm[cols], box_mm[rows], fill=False, edgecolor=color, linewidth=2, gid=gid)
+    rect = Rectangle(
+        (centre_mm[cols] - box_mm[cols] / 2, centre_mm[rows] - box_mm[rows] / 2),
+        box_mm[cols],
+        box_mm[rows],
+        fill=False,
+        edgecolor=color,
+        linewidth=2,
+        gid=gid,
+    )
     ax.add_patch(rect)
     return rect
 
 
-def _draw_view(ax, image_zyx, seg_zyx, spacing, target, axis, centre_vox, window, names) -> tuple[float, float]:
+def _draw_view(
+    ax, image_zyx, seg_zyx, spacing, target, axis, centre_vox, window, names
+) -> tuple[float, float]:
     rows, cols = (a for a in range(3) if a != axis)
     index = int(np.clip(round(centre_vox[axis]), 0, image_zyx.shape[axis] - 1))
     plane, (height, width) = _view_slice(image_zyx, axis, index, spacing, target, order=1)
@@ -132,14 +150,23 @@ def _fit_limits(ax, axis: int, image_mm: tuple[float, float], box: Rectangle) ->
 
 def patch_title(name: str, configuration: ConfigurationPlan, image_spacing: Sequence[float]) -> str:
     """``3d_fullres: patch 64 x 80 x 64 voxels = 159 x 196 x 156 mm at 2.48 x 2.44 x 2.44 mm, batch 2``."""
-    extent = patch_extent_mm(configuration, image_spacing)[-len(configuration.patch_size):]
-    return (f"{name}: patch {_times(configuration.patch_size)} voxels = {_times(extent, 3)} mm "
-            f"at {_times(configuration.spacing, 3)} mm, batch {configuration.batch_size}")
+    extent = patch_extent_mm(configuration, image_spacing)[-len(configuration.patch_size) :]
+    return (
+        f"{name}: patch {_times(configuration.patch_size)} voxels = {_times(extent, 3)} mm "
+        f"at {_times(configuration.spacing, 3)} mm, batch {configuration.batch_size}"
+    )
 
 
-def patch_boxes_figure(plans, image: np.ndarray, spacing: Sequence[float], configurations: Sequence[str] | None = None,
-                       seg: np.ndarray | None = None, centre: Sequence[float] | None = None, channel: int = 0,
-                       panel_size: float = 2.6) -> Figure:
+def patch_boxes_figure(
+    plans,
+    image: np.ndarray,
+    spacing: Sequence[float],
+    configurations: Sequence[str] | None = None,
+    seg: np.ndarray | None = None,
+    centre: Sequence[float] | None = None,
+    channel: int = 0,
+    panel_size: float = 2.6,
+) -> Figure:
     """Each configuration's patch drawn to scale on three orthogonal slices of a case, one row per configuration.
 
     Args:
@@ -223,25 +250,63 @@ def topology_rows(configuration: ConfigurationPlan) -> dict[str, list[dict]]:
     features, blocks = listed(arch.features_per_stage, n), listed(arch.blocks_per_stage, n)
     decoder_convs = listed(arch.n_conv_per_stage_decoder, n - 1)
     sizes = stage_sizes(configuration.patch_size, strides)
-    encoder = [{"stage": s, "size": sizes[s], "stride": strides[s], "kernel": kernels[s], "features": features[s],
-                "blocks": blocks[s]} for s in range(n)]
+    encoder = [
+        {
+            "stage": s,
+            "size": sizes[s],
+            "stride": strides[s],
+            "kernel": kernels[s],
+            "features": features[s],
+            "blocks": blocks[s],
+        }
+        for s in range(n)
+    ]
     weights = deep_supervision_weights(n - 1)
-    decoder = [{"stage": s, "size": sizes[s], "features": features[s], "kernel": kernels[s],
-                "convs": decoder_convs[n - 2 - s], "output": s, "weight": weights[s]} for s in range(n - 2, -1, -1)]
+    decoder = [
+        {
+            "stage": s,
+            "size": sizes[s],
+            "features": features[s],
+            "kernel": kernels[s],
+            "convs": decoder_convs[n - 2 - s],
+            "output": s,
+            "weight": weights[s],
+        }
+        for s in range(n - 2, -1, -1)
+    ]
     return {"encoder": encoder, "decoder": decoder}
 
 
 def _box(ax, x: float, y: float, width: float, text: str, face: str, height: float = 0.62) -> None:
-    ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
-                                facecolor=face, edgecolor="0.3", linewidth=0.8))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - width / 2, y - height / 2),
+            width,
+            height,
+            boxstyle="round,pad=0.02",
+            facecolor=face,
+            edgecolor="0.3",
+            linewidth=0.8,
+        )
+    )
     ax.text(x, y, text, ha="center", va="center", fontsize=7.5, linespacing=1.25)
 
 
 def _arrow(ax, start, end, text: str = "", style: str = "-|>", **kwargs) -> None:
-    ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": style, "color": "0.35", "lw": 1, **kwargs})
+    ax.annotate(
+        "", xy=end, xytext=start, arrowprops={"arrowstyle": style, "color": "0.35", "lw": 1, **kwargs}
+    )
     if text:
-        ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, text, fontsize=6.5, ha="center", va="center",
-                color="0.25", bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        ax.text(
+            (start[0] + end[0]) / 2,
+            (start[1] + end[1]) / 2,
+            text,
+            fontsize=6.5,
+            ha="center",
+            va="center",
+            color="0.25",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
+        )
 
 
 def topology_figure(plans, configuration: str = "3d_fullres", width: float = 9.0) -> Figure:
@@ -266,11 +331,15 @@ def topology_figure(plans, configuration: str = "3d_fullres", width: float = 9.0
     for r in encoder:
         s = r["stage"]
         face = (1.0, 1 - 0.45 * r["features"] / max_features, 1 - 0.7 * r["features"] / max_features)
-        text = (f"stage {s}: {_times(r['size'])}\n{r['features']} ch, {_count(r['blocks'], unit)} "
-                f"{_times(r['kernel'])}" + ("\n+ stem conv" if residual and s == 0 else ""))
+        text = (
+            f"stage {s}: {_times(r['size'])}\n{r['features']} ch, {_count(r['blocks'], unit)} "
+            f"{_times(r['kernel'])}" + ("\n+ stem conv" if residual and s == 0 else "")
+        )
         _box(ax, s * step, -s, box_width, text, face)
         if s > 0:
-            _arrow(ax, ((s - 1) * step, -(s - 1) - 0.31), (s * step, -s + 0.31), f"stride {_times(r['stride'])}")
+            _arrow(
+                ax, ((s - 1) * step, -(s - 1) - 0.31), (s * step, -s + 0.31), f"stride {_times(r['stride'])}"
+            )
     right = 2 * (n - 1) * step + 1.2 * box_width
     for r in decoder:
         s = r["stage"]
@@ -282,16 +351,25 @@ def topology_figure(plans, configuration: str = "3d_fullres", width: float = 9.0
         _arrow(ax, (s * step + box_width / 2, -s), (x - box_width / 2, -s), style="-|>", linestyle="--")
         out_color = "0.55" if r["weight"] == 0 else "tab:green"
         _arrow(ax, (x + box_width / 2, -s), (x + box_width / 2 + 0.3, -s), color=out_color)
-        ax.text(x + box_width / 2 + 0.35, -s, f"output {r['output']}: {_times(r['size'])}\nloss weight "
-                f"{r['weight']:.3f}", fontsize=7, va="center", color=out_color)
+        ax.text(
+            x + box_width / 2 + 0.35,
+            -s,
+            f"output {r['output']}: {_times(r['size'])}\nloss weight {r['weight']:.3f}",
+            fontsize=7,
+            va="center",
+            color=out_color,
+        )
     ax.text(0, 0.5, "encoder", ha="center", fontsize=8, weight="bold")
     ax.text(right, 0.5, "decoder", ha="center", fontsize=8, weight="bold")
     ax.set_xlim(-box_width / 2 - 0.2, right + box_width / 2 + 2.3)
     ax.set_ylim(-(n - 1) - 0.6, 0.75)
     ax.set_axis_off()
     network = "ResidualEncoderUNet" if residual else config.architecture.network_class_name.rsplit(".", 1)[-1]
-    ax.set_title(f"{configuration}: {network}, {n} stages, patch {_times(config.patch_size)}, "
-                 f"batch {config.batch_size}; skips dashed, deep-supervision outputs on the right", fontsize=9)
+    ax.set_title(
+        f"{configuration}: {network}, {n} stages, patch {_times(config.patch_size)}, "
+        f"batch {config.batch_size}; skips dashed, deep-supervision outputs on the right",
+        fontsize=9,
+    )
     return fig
 
 
@@ -306,7 +384,7 @@ def _strip(ax, values: np.ndarray, ylabel: str, title: str) -> None:
         median = float(np.median(values[:, axis]))
         ax.plot([axis - 0.3, axis + 0.3], [median] * 2, color="k", lw=1.5)
         ax.annotate(f"{median:.3g}", (axis + 0.32, median), fontsize=7, va="center")
-    ax.set_xticks(range(values.shape[1]), AXIS_NAMES[:values.shape[1]])
+    ax.set_xticks(range(values.shape[1]), AXIS_NAMES[: values.shape[1]])
     ax.set_xlim(-0.5, values.shape[1] - 0.1)
     if values.max() / max(values.min(), 1e-9) > 30:
         ax.set_yscale("log")
@@ -314,7 +392,9 @@ def _strip(ax, values: np.ndarray, ylabel: str, title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def fingerprint_figure(fingerprint: dict, dataset_json: dict | None = None, panel_size: float = 3.2) -> Figure:
+def fingerprint_figure(
+    fingerprint: dict, dataset_json: dict | None = None, panel_size: float = 3.2
+) -> Figure:
     """The fingerprint at a glance: spacings and shapes after crop per axis (one dot per case, median bar),
     and the foreground intensities per channel (min-max line, 0.5-99.5 percentile bar, median, mean ± std)."""
     spacings = np.asarray(fingerprint["spacings"], dtype=float)
@@ -325,15 +405,24 @@ def fingerprint_figure(fingerprint: dict, dataset_json: dict | None = None, pane
     ax_spacing, ax_shape, ax_intensity = fig.subplots(1, 3)
     _strip(ax_spacing, spacings, "spacing (mm)", f"spacing of {len(spacings)} cases")
     _strip(ax_shape, shapes, "voxels", "shape after crop to nonzero")
-    for row, (channel, stats) in enumerate(intensities.items()):
+    for row, (_channel, stats) in enumerate(intensities.items()):
         y = -row
         ax_intensity.plot([stats["min"], stats["max"]], [y, y], color="0.6", lw=1)
-        ax_intensity.plot([stats["percentile_00_5"], stats["percentile_99_5"]], [y, y], color=f"C{row}", lw=7,
-                          solid_capstyle="butt", alpha=0.6)
-        ax_intensity.errorbar(stats["mean"], y + 0.22, xerr=stats["std"], fmt="o", ms=3, color="k", capsize=2, lw=1)
+        ax_intensity.plot(
+            [stats["percentile_00_5"], stats["percentile_99_5"]],
+            [y, y],
+            color=f"C{row}",
+            lw=7,
+            solid_capstyle="butt",
+            alpha=0.6,
+        )
+        ax_intensity.errorbar(
+            stats["mean"], y + 0.22, xerr=stats["std"], fmt="o", ms=3, color="k", capsize=2, lw=1
+        )
         ax_intensity.plot([stats["median"]] * 2, [y - 0.12, y + 0.12], color="k", lw=2)
-    ax_intensity.set_yticks([-r for r in range(len(intensities))],
-                            [f"{c}: {names.get(c, '')}" for c in intensities], fontsize=8)
+    ax_intensity.set_yticks(
+        [-r for r in range(len(intensities))], [f"{c}: {names.get(c, '')}" for c in intensities], fontsize=8
+    )
     ax_intensity.set_ylim(-len(intensities) + 0.4, 0.6)
     ax_intensity.set_xlabel("foreground intensity", fontsize=8)
     ax_intensity.set_title("0.5-99.5% bar, median |, mean ± std", fontsize=9)
@@ -345,7 +434,9 @@ def fingerprint_figure(fingerprint: dict, dataset_json: dict | None = None, pane
 # --- comparing plans ----------------------------------------------------------------------------
 
 
-def configuration_differences(plans_a, plans_b, configurations: Sequence[str] | None = None) -> dict[str, list[str]]:
+def configuration_differences(
+    plans_a, plans_b, configurations: Sequence[str] | None = None
+) -> dict[str, list[str]]:
     """Which keys differ, per configuration (``inherits_from`` resolved) and for the file (``"plans"``).
 
     Returns ``{"plans": [top-level keys], name: [configuration keys], ...}``; an empty list means
@@ -354,7 +445,9 @@ def configuration_differences(plans_a, plans_b, configurations: Sequence[str] | 
     """
     a, b = as_plans(plans_a), as_plans(plans_b)
     ja, jb = a.to_json(), b.to_json()
-    differences = {"plans": sorted(k for k in set(ja) | set(jb) if k != "configurations" and ja.get(k) != jb.get(k))}
+    differences = {
+        "plans": sorted(k for k in set(ja) | set(jb) if k != "configurations" and ja.get(k) != jb.get(k))
+    }
     names = configurations or list(dict.fromkeys([*a.configurations, *b.configurations]))
     for name in names:
         if name not in b.configurations or name not in a.configurations:
@@ -368,7 +461,12 @@ def configuration_differences(plans_a, plans_b, configurations: Sequence[str] | 
 # --- the planning widget ------------------------------------------------------------------------
 
 GPU_MEMORY_CHOICES_GB = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 40.0, 80.0)
-PRESET_LABELS = {"default": "default", "resenc-m": "ResEnc M", "resenc-l": "ResEnc L", "resenc-xl": "ResEnc XL"}
+PRESET_LABELS = {
+    "default": "default",
+    "resenc-m": "ResEnc M",
+    "resenc-l": "ResEnc L",
+    "resenc-xl": "ResEnc XL",
+}
 
 
 def plans_summary(plans: Plans, configurations: Sequence[str] | None = None) -> list[str]:
@@ -376,7 +474,9 @@ def plans_summary(plans: Plans, configurations: Sequence[str] | None = None) -> 
     lines = []
     for name in plotted_configurations(plans, configurations):
         c = plans.configuration(name)
-        lines.append(f"{name}: patch {_times(c.patch_size)}, batch {c.batch_size}, spacing {_times(c.spacing, 3)}")
+        lines.append(
+            f"{name}: patch {_times(c.patch_size)}, batch {c.batch_size}, spacing {_times(c.spacing, 3)}"
+        )
     return lines
 
 
@@ -395,9 +495,18 @@ class PlanningWidget:
     that preset's own GPU memory target.
     """
 
-    def __init__(self, fingerprint: dict, dataset_json: dict, image: np.ndarray | None = None,
-                 spacing: Sequence[float] | None = None, preset: str = "default", gpu_memory_gb: float | None = None,
-                 configurations: Sequence[str] | None = None, dpi: int = 60, **plan_kwargs):
+    def __init__(
+        self,
+        fingerprint: dict,
+        dataset_json: dict,
+        image: np.ndarray | None = None,
+        spacing: Sequence[float] | None = None,
+        preset: str = "default",
+        gpu_memory_gb: float | None = None,
+        configurations: Sequence[str] | None = None,
+        dpi: int = 60,
+        **plan_kwargs,
+    ):
         import ipywidgets as widgets
 
         if preset not in planning.PRESETS:
@@ -406,10 +515,17 @@ class PlanningWidget:
         self.image, self.spacing, self.configurations, self.dpi = image, spacing, configurations, dpi
         start = float(gpu_memory_gb or planning.PRESETS[preset].gpu_memory_target_gb)
         choices = sorted(set(GPU_MEMORY_CHOICES_GB) | {start})
-        self.preset = widgets.Dropdown(options=[(label, key) for key, label in PRESET_LABELS.items()], value=preset,
-                                       description="planner")
-        self.gpu_memory = widgets.SelectionSlider(options=[(f"{g:g} GB", g) for g in choices], value=start,
-                                                  description="GPU memory", continuous_update=False)
+        self.preset = widgets.Dropdown(
+            options=[(label, key) for key, label in PRESET_LABELS.items()],
+            value=preset,
+            description="planner",
+        )
+        self.gpu_memory = widgets.SelectionSlider(
+            options=[(f"{g:g} GB", g) for g in choices],
+            value=start,
+            description="GPU memory",
+            continuous_update=False,
+        )
         self.text = widgets.HTML()
         self.picture = widgets.Image(format="png")
         if image is None:
@@ -471,13 +587,26 @@ class PlanningWidget:
         display(self.widget)
 
 
-def planning_widget(fingerprint: dict, dataset_json: dict, image: np.ndarray | None = None,
-                    spacing: Sequence[float] | None = None, **kwargs) -> PlanningWidget:
+def planning_widget(
+    fingerprint: dict,
+    dataset_json: dict,
+    image: np.ndarray | None = None,
+    spacing: Sequence[float] | None = None,
+    **kwargs,
+) -> PlanningWidget:
     """A :class:`PlanningWidget`: ``display(w); w.show_static()`` in a cell tagged ``nbval-ignore-output``."""
     return PlanningWidget(fingerprint, dataset_json, image, spacing, **kwargs)
 
 
 __all__ = [
-    "PlanningWidget", "configuration_differences", "deep_supervision_weights", "fingerprint_figure",
-    "patch_boxes_figure", "patch_extent_mm", "planning_widget", "plans_summary", "topology_figure", "topology_rows",
+    "PlanningWidget",
+    "configuration_differences",
+    "deep_supervision_weights",
+    "fingerprint_figure",
+    "patch_boxes_figure",
+    "patch_extent_mm",
+    "planning_widget",
+    "plans_summary",
+    "topology_figure",
+    "topology_rows",
 ]

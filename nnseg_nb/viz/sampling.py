@@ -1,14 +1,14 @@
 """Pictures of patch sampling: where each patch of a batch was cut, and which were forced to foreground.
 
-    batch = loader.sample_batch(folder, case_ids, settings, loader.batch_rng(0, 0))
-    fig = patch_sampling_figure(batch, folder, patch_size=settings.patch_size)
-    show_figure(fig)   # from nnseg_nb.viz
+batch = loader.sample_batch(folder, case_ids, settings, loader.batch_rng(0, 0))
+fig = patch_sampling_figure(batch, folder, patch_size=settings.patch_size)
+show_figure(fig)   # from nnseg_nb.viz
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -23,11 +23,19 @@ RANDOM_COLOR = "gold"
 
 def _draw_box(ax, y: Sequence[int], x: Sequence[int], color: str, **style) -> None:
     # pixel centres sit on integers, so a half-open box [lo, hi) spans lo - 0.5 .. hi - 0.5
-    ax.add_patch(Rectangle((x[0] - 0.5, y[0] - 0.5), x[1] - x[0], y[1] - y[0], fill=False, color=color, **style))
+    ax.add_patch(
+        Rectangle((x[0] - 0.5, y[0] - 0.5), x[1] - x[0], y[1] - y[0], fill=False, color=color, **style)
+    )
 
 
-def patch_sampling_figure(batch: dict, folder: str | Path, patch_size: Sequence[int] | None = None,
-                          channel: int = 0, columns: int = 4, panel_size: float = 3.0) -> Figure:
+def patch_sampling_figure(
+    batch: dict,
+    folder: str | Path,
+    patch_size: Sequence[int] | None = None,
+    channel: int = 0,
+    columns: int = 4,
+    panel_size: float = 3.0,
+) -> Figure:
     """One panel per sample: its case's slice through the patch centre, labels overlaid, patch box drawn.
 
     Forced-foreground samples are drawn in red with the class they were centred on (a cross marks the
@@ -47,7 +55,7 @@ def patch_sampling_figure(batch: dict, folder: str | Path, patch_size: Sequence[
     rows = -(-len(boxes) // columns)
     fig = Figure(figsize=(panel_size * columns, panel_size * rows))
     axes = fig.subplots(rows, columns, squeeze=False)
-    for ax in axes.flat[len(boxes):]:
+    for ax in axes.flat[len(boxes) :]:
         ax.axis("off")
     for ax, case, box, is_forced, key in zip(axes.flat, batch["case_ids"], boxes, forced, selected):
         arrays = open_case(folder, case)
@@ -67,7 +75,13 @@ def patch_sampling_figure(batch: dict, folder: str | Path, patch_size: Sequence[
         height, width = arrays.data.shape[2:]
         ax.set_xlim(min(x0, 0) - 1, max(x1, width) + 0.5)
         ax.set_ylim(max(y1, height) + 0.5, min(y0, 0) - 1)
-        what = f"forced: class {key}" if is_forced and key is not None else "forced, no fg" if is_forced else "random"
+        what = (
+            f"forced: class {key}"
+            if is_forced and key is not None
+            else "forced, no fg"
+            if is_forced
+            else "random"
+        )
         ax.set_title(f"{case}  z={z}\n{what}", color="firebrick" if is_forced else "black", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
