@@ -1,11 +1,16 @@
 """Loss and pseudo-Dice counts against nnunetv2's own (fixtures: tests/fixtures/make_loss.py)."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nnseg_nb.dataset import LabelInfo
 from nnseg_nb.loss import (
@@ -132,3 +137,55 @@ def test_wrong_target_shapes_are_named():
         DeepSupervisionLoss(DiceCELoss(False), [0.0, 0.0])
     with pytest.raises(ValueError, match="expects 2 outputs"):
         DeepSupervisionLoss(DiceCELoss(False), [1.0, 0.0])([torch.zeros(1, 2, 4)], [torch.zeros(1, 1, 4)])
+
+
+DDP_WORKER = """
+import sys, torch, torch.distributed as dist
+from nnseg_nb.loss import DiceCELoss, label_onehot, soft_dice_loss
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+logits, target = torch.load(sys.argv[1])
+logits, target = logits[2 * rank : 2 * rank + 2].clone().requires_grad_(True), target[2 * rank : 2 * rank + 2]
+mask = target != 3
+onehot = label_onehot(torch.where(mask, target, 0), 3)
+dice = soft_dice_loss(torch.softmax(logits, 1)[:, 1:], onehot[:, 1:], mask, batch_dice=True, ddp=True)
+dice.backward()
+total = DiceCELoss(batch_dice=True, ignore_label=3, ddp=True)(logits, target)
+torch.save((dice.detach(), logits.grad, total.detach()), sys.argv[2] + f"/rank{rank}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_batch_dice_under_ddp_sums_over_ranks(tmp_path):
+    """Two gloo ranks with two samples each give the batch Dice of all four samples in one process.
+
+    Each rank's gradient is world size x its share of the one-process gradient: DDP averages the
+    parameter gradients over ranks, which gives back the one-process gradient (as in nnU-Net).
+    """
+    torch.manual_seed(0)
+    logits, target = torch.randn(4, 3, 5, 6), torch.randint(0, 4, (4, 1, 5, 6))
+    torch.save((logits, target), tmp_path / "inputs.pt")
+    (tmp_path / "worker.py").write_text(DDP_WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    command = [sys.executable, str(tmp_path / "worker.py"), str(tmp_path / "inputs.pt"), str(tmp_path)]
+    workers = [
+        subprocess.Popen(command, env={**env, "RANK": str(rank), "OMP_NUM_THREADS": "1"}) for rank in range(2)
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+
+    full = logits.clone().requires_grad_(True)
+    mask = target != 3
+    onehot = label_onehot(torch.where(mask, target, 0), 3)
+    dice = soft_dice_loss(torch.softmax(full, 1)[:, 1:], onehot[:, 1:], mask, batch_dice=True)
+    dice.backward()
+    for rank in range(2):
+        mine = slice(2 * rank, 2 * rank + 2)
+        rank_dice, rank_grad, rank_total = torch.load(tmp_path / f"rank{rank}.pt")
+        assert float(rank_dice) == pytest.approx(float(dice.detach()), abs=1e-6)
+        torch.testing.assert_close(rank_grad, 2 * full.grad[mine], atol=1e-7, rtol=1e-5)
+        # the CE term stays each rank's own mean
+        ce = F.cross_entropy(logits[mine], target[mine, 0], ignore_index=3)
+        assert float(rank_total) == pytest.approx(float(ce + dice.detach()), abs=1e-6)
