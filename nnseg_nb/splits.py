@@ -1,7 +1,9 @@
 """nnU-Net's cross-validation folds and its ``splits_final.json``.
 
+    train_ids, val_ids = load_fold("nnseg_data/preprocessed/Dataset901_BrainTissue", 0, case_ids)
+    # 4/5 and 1/5 of the cases; the same as
     splits = load_or_create_splits("nnseg_data/preprocessed/Dataset901_BrainTissue", case_ids)
-    train_ids, val_ids = fold_cases(splits, 0, case_ids)     # 4/5 and 1/5 of the cases
+    train_ids, val_ids = fold_cases(splits, 0, case_ids)
     train_ids, val_ids = fold_cases(splits, "all", case_ids) # every case in both
 
 The first training run of a dataset writes ``splits_final.json`` into the preprocessed dataset folder
@@ -175,7 +177,7 @@ def fold_cases(
     if isinstance(fold, str) and fold.isdigit():
         fold = int(fold)
     if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or fold < 0:
-        raise ValueError(f"fold must be 'all' or a number from 0, got {fold!r}")
+        raise ValueError(f"{where}fold must be 'all' or a number from 0, got {fold!r}")
     fold = int(fold)
     if fold >= len(splits):
         warnings.warn(
@@ -188,3 +190,24 @@ def fold_cases(
     if set(train) & set(val):
         warnings.warn(f"{where}fold {fold}: some validation cases are also training cases", stacklevel=2)
     return train, val
+
+
+def load_fold(
+    preprocessed_dataset_folder: str | os.PathLike, fold: int | str, identifiers: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Training and validation cases of ``fold``, exactly as ``nnUNetTrainer.do_split`` finds them.
+
+    Fold ``"all"`` neither reads nor writes ``splits_final.json`` (nnU-Net does not); any other fold
+    goes through ``load_or_create_splits`` and ``fold_cases``, whose messages name the file.
+
+    Args:
+        preprocessed_dataset_folder: ``nnUNet_preprocessed/DatasetXXX_Name``.
+        fold: 0, 1, ... or ``"all"``.
+        identifiers: every training case of the dataset.
+    """
+    if fold == "all":
+        return fold_cases([], "all", identifiers)
+    path = Path(preprocessed_dataset_folder) / SPLITS_FILE
+    return fold_cases(
+        load_or_create_splits(preprocessed_dataset_folder, identifiers), fold, identifiers, path
+    )

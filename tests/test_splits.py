@@ -10,6 +10,7 @@ from nnseg_nb.splits import (
     SPLITS_FILE,
     check_splits,
     fold_cases,
+    load_fold,
     load_or_create_splits,
     make_splits,
     random_80_20_split,
@@ -101,3 +102,15 @@ def test_a_wrong_splits_file_is_refused_naming_the_file(tmp_path):
 def test_overlapping_user_folds_warn_with_the_file_name(tmp_path):
     with pytest.warns(UserWarning, match=f"{SPLITS_FILE}: fold 0: some validation cases"):
         fold_cases([{"train": ["a", "b"], "val": ["b"]}], 0, ["a", "b"], source=tmp_path / SPLITS_FILE)
+
+
+def test_load_fold_creates_the_file_except_for_fold_all(tmp_path):
+    ids = [f"case_{i}" for i in range(10)]
+    assert load_fold(tmp_path, "all", ids) == (ids, ids)
+    assert not (tmp_path / SPLITS_FILE).exists()
+    assert load_fold(tmp_path, 3, ids) == fold_cases(make_splits(ids), 3, ids)
+    assert (tmp_path / SPLITS_FILE).is_file()
+    with pytest.warns(UserWarning, match=f"{SPLITS_FILE}: fold 7 requested but the splits have only 5"):
+        assert load_fold(tmp_path, 7, ids) == random_80_20_split(ids, 7)
+    with pytest.raises(ValueError, match=f"{SPLITS_FILE}: fold must be"):
+        load_fold(tmp_path, -2, ids)
