@@ -6,6 +6,7 @@
     save_plans(plans, preprocessed / "nnUNetPlans.json")              # nnU-Net's file, key for key
     print(format_explanation(explain(fingerprint, dataset_json, RESENC_L)))   # why these numbers
     print("\n".join(summary_lines(plans)))                          # patch, batch, spacing per configuration
+    plan_dataset("Dataset004_Hippocampus", RESENC_L)   # on disk: fingerprint -> <preprocessed>/.../plans
 
 From the fingerprint (spacings and cropped shapes of the training cases) the planner decides:
 
@@ -21,19 +22,29 @@ From the fingerprint (spacings and cropped shapes of the training cases) the pla
 
 ``plan`` is pure (no disk). It optionally appends ``TraceRecord``s to a list as it goes, which is
 all ``explain`` does; reading and writing the plans file are ``load_plans`` and ``save_plans``.
+``plan_dataset`` is the one way to plan a dataset on disk (the CLI and the notebooks call it).
+
+This module is longer than the project's ~600 lines because nnU-Net's planner is one chain of
+decisions (spacing -> axes -> topology -> shrink -> batch size -> lowres) that reads best in order.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from nnseg_nb.dataset import load_dataset_json
+from nnseg_nb.fingerprint import FINGERPRINT_FILE, ensure_fingerprint
 from nnseg_nb.network import PLAIN_CONV_UNET, RESIDUAL_ENCODER_UNET, conv_feature_map_size
+from nnseg_nb.paths import find_dataset, parse_dataset_folder_name, preprocessed_root
 from nnseg_nb.plans import (  # noqa: F401  (re-exported)
     ArchitecturePlan,
     ConfigurationPlan,
@@ -43,11 +54,13 @@ from nnseg_nb.plans import (  # noqa: F401  (re-exported)
     save_plans,
 )
 from nnseg_nb.resampling import ANISOTROPY_THRESHOLD, compute_new_shape
+from nnseg_nb.utils import atomic_write_bytes, load_json
 
 # --- settings and presets --------------------------------------------------------------------------
 
 SHRINK_WHILE_BATCH_OF_2_EXCEEDS = "batch_of_2_exceeds"  # ExperimentPlanner: estimate / ref_bs * 2 > reference
 SHRINK_WHILE_ESTIMATE_EXCEEDS = "estimate_exceeds"  # ResEnc planners: estimate > reference
+ShrinkWhile = Literal["batch_of_2_exceeds", "estimate_exceeds"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,9 @@ class PlannerSettings:
     reference_val_2d: int = 85_000_000  # UNet_reference_val_2d
     reference_batch_size_3d: int = 2  # UNet_reference_val_corresp_bs_3d
     reference_batch_size_2d: int = 12  # UNet_reference_val_corresp_bs_2d
-    shrink_while: str = SHRINK_WHILE_BATCH_OF_2_EXCEEDS  # the shrink loop's condition (see shrink_is_needed)
+    shrink_while: ShrinkWhile = (
+        SHRINK_WHILE_BATCH_OF_2_EXCEEDS  # the shrink loop's condition (see shrink_is_needed)
+    )
     min_batch_size: int = 2  # UNet_min_batch_size
     max_dataset_covered: float = 0.05  # one batch sees at most this fraction of the dataset's voxels
     base_features: int = 32  # UNet_base_num_features, doubled per stage ...
@@ -982,3 +997,145 @@ def summary_lines(plans: Plans, kept: Sequence[str] = ()) -> list[str]:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths + [0])).rstrip() for row in rows]
+
+
+# --- a dataset on disk: fingerprint -> plans file (what `nnseg-nb plan DATASET` does) -------------------
+
+
+@dataclass
+class PlannedDataset:
+    """What :func:`plan_dataset` did: the plans, where they went, and what it found on the way."""
+
+    plans: Plans
+    plans_file: Path  # <preprocessed>/<DatasetXXX_Name>/<plans_name>.json
+    settings: PlannerSettings  # the planner, with the keyword arguments' changes
+    fingerprint_file: Path
+    fingerprint_computed: bool  # False: an existing dataset_fingerprint.json was reused
+    kept: list[str] = field(default_factory=list)  # configurations kept from the previous plans file
+    trace: list[TraceRecord] = field(default_factory=list)  # the planner's decisions (see explain)
+
+
+def with_changes(
+    settings: PlannerSettings,
+    *,
+    gpu_memory_target_gb: float | None = None,
+    plans_name: str | None = None,
+    overwrite_target_spacing: Sequence[float] | None = None,
+) -> PlannerSettings:
+    """A planner with nnU-Net's command-line changes (-gpu_memory_target, -overwrite_plans_name,
+    -overwrite_target_spacing); None keeps the planner's value. As nnU-Net, another GPU target keeps
+    the plans name, and a ResEnc planner warns that its reference values were tuned for its own target.
+
+    >>> with_changes(DEFAULT, gpu_memory_target_gb=16).plans_name
+    'nnUNetPlans'
+    """
+    changes: dict = {}
+    if gpu_memory_target_gb is not None and gpu_memory_target_gb != settings.gpu_memory_target_gb:
+        if settings.network_class_name == RESIDUAL_ENCODER_UNET:
+            warnings.warn(
+                f"planner {settings.planner_name} is tuned for {settings.gpu_memory_target_gb:g} GB; "
+                f"planning for {gpu_memory_target_gb:g} GB instead",
+                stacklevel=2,
+            )
+        changes["gpu_memory_target_gb"] = float(gpu_memory_target_gb)
+    if plans_name:
+        changes["plans_name"] = plans_name
+    if overwrite_target_spacing is not None:
+        changes["overwrite_target_spacing"] = tuple(float(s) for s in overwrite_target_spacing)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def merge_existing_plans(plans: Plans, plans_file: str | os.PathLike) -> tuple[Plans, list[str]]:
+    """``plans`` plus the configurations an existing ``plans_file`` has and ``plans`` does not (added by
+    hand; nnU-Net keeps them when it replans), and the names of those kept. Nothing is written."""
+    plans_file = Path(plans_file)
+    if not plans_file.is_file():
+        return plans, []
+    old = load_plans(plans_file)
+    kept = [name for name in old.configurations if name not in plans.configurations]
+    return keep_custom_configurations(plans, old), kept
+
+
+def _check_splits(raw_folder: Path, preprocessed_folder: Path) -> bool:
+    """True if the raw folder's splits_final.json should be copied; an error if the preprocessed folder
+    already has other folds (nnU-Net refuses those before it writes anything)."""
+    splits, target = raw_folder / "splits_final.json", preprocessed_folder / "splits_final.json"
+    if not splits.is_file():
+        return False
+    if not target.is_file():
+        return True
+    try:
+        as_sets = [[(set(f["train"]), set(f["val"])) for f in load_json(path)] for path in (splits, target)]
+    except (KeyError, TypeError):
+        raise ValueError(f"{splits} or {target} is not a list of folds with train and val cases") from None
+    if as_sets[1][: len(as_sets[0])] != as_sets[0]:
+        raise ValueError(f"{target} has other folds than {splits}; remove one of them")
+    return False
+
+
+def plan_dataset(
+    dataset: str | int | os.PathLike,
+    settings: PlannerSettings = DEFAULT,
+    *,
+    gpu_memory_target_gb: float | None = None,
+    plans_name: str | None = None,
+    overwrite_target_spacing: Sequence[float] | None = None,
+    plans_file: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> PlannedDataset:
+    """Plan a raw dataset and write its preprocessed folder's plans, as ``nnUNetv2_plan_experiment`` does.
+
+    Finds the fingerprint (computes and writes it if missing), plans, keeps the configurations an existing
+    plans file added by hand, copies dataset.json (and splits_final.json, refusing other folds already
+    there) next to the plans and writes them atomically. ``nnseg-nb plan DATASET`` and notebook 03 both
+    call this.
+
+    Args:
+        dataset: raw dataset folder, ``DatasetXXX_Name``, ``Name`` or id.
+        settings: ``DEFAULT``, ``RESENC_M``/``L``/``XL`` or your own; changed by the next three.
+        gpu_memory_target_gb, plans_name, overwrite_target_spacing: see :func:`with_changes`.
+        plans_file: default ``<preprocessed>/<DatasetXXX_Name>/<plans_name>.json``; required when the
+            folder is not named ``DatasetXXX_Name``. The fingerprint lives next to it.
+        num_workers, progress: for the fingerprint, if it has to be computed.
+
+    >>> done = plan_dataset("Dataset004_Hippocampus", RESENC_L, gpu_memory_target_gb=16)  # doctest: +SKIP
+    >>> done.plans_file, done.kept, done.plans.configuration("3d_fullres").patch_size  # doctest: +SKIP
+    (PosixPath('.../Dataset004_Hippocampus/nnUNetResEncUNetLPlans.json'), [], [40, 56, 40])
+    """
+    settings = with_changes(
+        settings,
+        gpu_memory_target_gb=gpu_memory_target_gb,
+        plans_name=plans_name,
+        overwrite_target_spacing=overwrite_target_spacing,
+    )
+    folder = find_dataset(dataset)
+    if plans_file is None:
+        try:
+            parse_dataset_folder_name(folder.name)
+        except ValueError:
+            raise ValueError(
+                f"{folder} is not named DatasetXXX_Name, so it has no default output; give a plans file"
+            ) from None
+        plans_file = preprocessed_root() / folder.name / f"{settings.plans_name}.json"
+    plans_file = Path(plans_file)
+    fingerprint_file = plans_file.parent / FINGERPRINT_FILE
+    dataset_json = load_dataset_json(folder)  # before the fingerprint: a bad dataset.json stops here
+    computed = not fingerprint_file.is_file()
+    fingerprint = ensure_fingerprint(
+        folder, output=fingerprint_file, num_workers=num_workers, progress=progress
+    )
+    trace: list[TraceRecord] = []
+    try:
+        plans = plan(fingerprint, dataset_json, settings, dataset_name=folder.name, trace=trace)
+    except ValueError as e:
+        raise ValueError(f"cannot plan {folder.name}: {e}") from None
+    plans, kept = merge_existing_plans(plans, plans_file)
+    copy_splits = _check_splits(folder, plans_file.parent)  # both before anything is written
+    atomic_write_bytes(plans_file.parent / "dataset.json", (folder / "dataset.json").read_bytes())
+    if copy_splits:
+        atomic_write_bytes(
+            plans_file.parent / "splits_final.json", (folder / "splits_final.json").read_bytes()
+        )
+    save_plans(plans, plans_file)
+    return PlannedDataset(plans, plans_file, settings, fingerprint_file, computed, kept, trace)

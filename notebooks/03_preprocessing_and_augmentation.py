@@ -70,7 +70,8 @@ print("profile:", profile)
 # The demo datasets are built once (a few seconds) into the raw root. Notebook 01 looked at the
 # fingerprint and notebook 02 at the planner; here we only need their results: the plans say, per
 # configuration, the target spacing, the normalization scheme of each channel and how to resample.
-# Both files go to the dataset's preprocessed folder, where `nnseg-nb plan` writes them too.
+# `planning.plan_dataset` writes both to the dataset's preprocessed folder: it is what `nnseg-nb plan`
+# runs, so this folder is the one the command would make.
 
 # %%
 from pathlib import Path
@@ -78,22 +79,18 @@ from pathlib import Path
 import torch
 
 from nnseg_nb import augment, dataset as datasets, demo_data, io, loader, paths, planning, preprocessing
-from nnseg_nb.fingerprint import ensure_fingerprint
+from nnseg_nb.fingerprint import ensure_fingerprint, load_fingerprint
 from nnseg_nb.viz import show_figure
 
 folders = demo_data.build_demo_datasets(paths.raw_root(), progress=False)
 print("demo datasets:", ", ".join(folders))
 
-raw_folder = paths.resolve_dataset(dataset)
+raw_folder = paths.find_dataset(dataset)
 dataset_name = raw_folder.name
 dataset_json = datasets.load_dataset_json(raw_folder)
 cases = datasets.find_cases(raw_folder, dataset_json)
-fingerprint = ensure_fingerprint(dataset_name, num_workers=num_workers, progress=False)
-plans = planning.plan(fingerprint, dataset_json, dataset_name=dataset_name)
-plans_file = paths.preprocessed_root() / dataset_name / f"{plans.plans_name}.json"
-if plans_file.is_file():  # keep configurations another run added, as `nnseg-nb plan` does
-    plans = planning.keep_custom_configurations(plans, planning.load_plans(plans_file))
-planning.save_plans(plans, plans_file)
+planned = planning.plan_dataset(dataset_name, num_workers=num_workers, progress=False)  # = `nnseg-nb plan`
+plans, fingerprint = planned.plans, load_fingerprint(planned.fingerprint_file)
 print(f"{dataset_name}: {len(cases)} training cases, channels {dataset_json['channel_names']}, "
       f"labels {dataset_json['labels']}")
 print("\n".join(planning.summary_lines(plans)))
