@@ -1,15 +1,15 @@
 """Patch sampling with foreground oversampling, as nnU-Net's ``nnUNetDataLoader`` does it.
 
-    settings = SamplerSettings(patch_size=(40, 56, 40), initial_patch_size=(73, 80, 64), batch_size=2)
+    settings = SamplerSettings(patch_size=(40, 56, 40), loaded_patch_size=(73, 80, 64), batch_size=2)
     batch = sample_batch(folder, case_ids, settings, batch_rng(seed=0, batch_index=0))
     batch["image"].shape, batch["seg"].shape   # (2, C, 73, 80, 64) float32, (2, 1, 73, 80, 64) int16
     batches = iter(make_dataloader(folder, case_ids, settings, num_workers=2, seed=0))
     batch = next(batches)                      # the same batch, built in a worker process
     batches = background_batches(folder, case_ids, settings, seed=0)   # ... or by a thread
 
-The loader only reads and crops: each batch holds the larger *initial* patch, raw (image padded
-with 0, labels with -1). Augmentation runs afterwards, batched on the training device, and
-center-crops to ``patch_size`` (``augment.py``).
+The loader only reads and crops: each batch holds the larger *loaded* patch, raw (image padded
+with 0, labels with ``OUTSIDE_LABEL`` -1). Augmentation runs afterwards, batched on the training
+device, and center-crops to ``patch_size`` (``nnseg_nb.augment``).
 
 Randomness: batch ``k`` of a stream is drawn from its own generator, ``batch_rng(seed, k)``. The
 stream is therefore a function of ``seed`` alone: the same with 0, 1 or 8 workers (or threads)
@@ -30,12 +30,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from nnseg_nb.preprocessing import ClassKey, load_preprocessed_case, open_b2nd, read_case_properties
+from nnseg_nb.preprocessing import (
+    OUTSIDE_LABEL,
+    ClassKey,
+    load_preprocessed_case,
+    open_b2nd,
+    read_case_properties,
+)
 
-# Fill values for voxels of a patch that lie outside the volume: image 0, labels -1, the same
-# "outside" label the preprocessing gives background outside the nonzero mask.
+# Fill value for image voxels of a patch that lie outside the volume; labels get OUTSIDE_LABEL (-1),
+# the "outside" label the preprocessing gives background outside the nonzero mask.
 IMAGE_PAD_VALUE = 0
-SEG_PAD_VALUE = -1
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,9 @@ class SamplerSettings:
     """
 
     patch_size: tuple[int, ...]  # final patch the network sees: (Z, Y, X), or (Y, X) for 2D
-    initial_patch_size: tuple[int, ...] | None = (
-        None  # larger patch loaded so rotation has context; None: patch_size (val)
-    )
+    # the larger patch cut so that rotation and scaling have context (augment.loaded_patch_size);
+    # None: patch_size (validation)
+    loaded_patch_size: tuple[int, ...] | None = None
     batch_size: int = 2
     oversample_foreground_percent: float = (
         0.33  # the last ~33% of each batch is centred on a foreground voxel
@@ -62,9 +67,9 @@ class SamplerSettings:
     def __post_init__(self):
         if len(self.patch_size) not in (2, 3):
             raise ValueError(f"patch_size must have 2 (2D) or 3 (3D) entries, got {self.patch_size}")
-        if self.initial_patch_size is not None and len(self.initial_patch_size) != len(self.patch_size):
+        if self.loaded_patch_size is not None and len(self.loaded_patch_size) != len(self.patch_size):
             raise ValueError(
-                f"initial_patch_size {self.initial_patch_size} and patch_size {self.patch_size} "
+                f"loaded_patch_size {self.loaded_patch_size} and patch_size {self.patch_size} "
                 "must have the same number of axes"
             )
         if self.batch_size < 1 or not 0 <= self.oversample_foreground_percent <= 1:
@@ -75,24 +80,24 @@ class SamplerSettings:
         return len(self.patch_size) == 2
 
     @property
-    def loaded_patch_size(self) -> tuple[int, int, int]:
-        """The patch cut from the 3D volume: the initial patch, with a leading 1 for 2D."""
-        patch = tuple(self.initial_patch_size or self.patch_size)
+    def loaded_patch_size_3d(self) -> tuple[int, int, int]:
+        """The patch cut from the 3D volume: ``loaded_patch_size``, with a leading 1 for 2D."""
+        patch = tuple(self.loaded_patch_size or self.patch_size)
         return (1, *patch) if self.is_2d else patch
 
     @property
     def need_to_pad(self) -> tuple[int, int, int]:
-        """How far beyond the volume a random patch may reach, in total per axis: ``initial - final``.
+        """How far beyond the volume a random patch may reach, in total per axis: ``loaded - final``.
 
         So the final patch, cut from the centre after augmentation, can still reach the border.
         0 along the slice axis of a 2D patch. (nnU-Net 2.8.1 does this for 2D too; some earlier
-        versions padded 2D patches by 0, replacing the final patch by ``(1, *initial)``.)
+        versions padded 2D patches by 0, replacing the final patch by ``(1, *loaded)``.)
 
-        >>> SamplerSettings(patch_size=(56, 40), initial_patch_size=(65, 65)).need_to_pad
+        >>> SamplerSettings(patch_size=(56, 40), loaded_patch_size=(65, 65)).need_to_pad
         (0, 9, 25)
         """
         final = (1, *self.patch_size) if self.is_2d else tuple(self.patch_size)
-        return tuple(int(i) - int(p) for i, p in zip(self.loaded_patch_size, final))
+        return tuple(int(i) - int(p) for i, p in zip(self.loaded_patch_size_3d, final))
 
     def forced_foreground(self) -> list[bool]:
         """Which positions of a batch are forced to foreground: ``j >= round(bs * (1 - percent))``.
@@ -169,7 +174,7 @@ def choose_lower_corner(
     padding covers it). With an ignore label, unforced patches are centred on an annotated voxel,
     so a patch is never entirely unlabelled.
     """
-    patch = settings.loaded_patch_size
+    patch = settings.loaded_patch_size_3d
     lbs, ubs = lower_corner_bounds(shape, patch, settings.need_to_pad)
     selected = None
     if forced:
@@ -360,14 +365,14 @@ def sample_batch(
     Returns:
         dict with ``image`` (B, C, *patch) float32 and ``seg`` (B, S, *patch) int16 tensors (S = 2 for
         the cascade: seg channel 1 is the previous stage's prediction), where ``patch`` is the loaded
-        (initial) patch, without the slice axis for 2D; ``case_ids`` (B names);
+        patch, without the slice axis for 2D; ``case_ids`` (B names);
         ``forced_foreground`` (B,) bool; ``crop_boxes`` (B, 3, 2) half-open boxes in the 3D volume;
         ``selected_classes`` (the class each patch was centred on, None for a random patch).
     """
     if len(case_ids) == 0:
         raise ValueError("sample_batch needs at least one case")
     reader = source if isinstance(source, CaseReader) else CaseReader(source, settings.previous_stage_folder)
-    patch = settings.loaded_patch_size
+    patch = settings.loaded_patch_size_3d
     chosen = [case_ids[i] for i in rng.integers(len(case_ids), size=settings.batch_size)]
     forced_flags = settings.forced_foreground()
     image, seg = None, None
@@ -385,9 +390,9 @@ def sample_batch(
         )
         box = [[lo, lo + p] for lo, p in zip(corner, patch)]
         crop_and_pad(arrays.data, box, IMAGE_PAD_VALUE, out=image[j].numpy())
-        crop_and_pad(arrays.seg, box, SEG_PAD_VALUE, out=seg[j, :1].numpy())
+        crop_and_pad(arrays.seg, box, OUTSIDE_LABEL, out=seg[j, :1].numpy())
         if arrays.previous_seg is not None:
-            crop_and_pad(arrays.previous_seg, box, SEG_PAD_VALUE, out=seg[j, 1:].numpy())
+            crop_and_pad(arrays.previous_seg, box, OUTSIDE_LABEL, out=seg[j, 1:].numpy())
         boxes.append(box)
         selected_classes.append(selected)
     if settings.is_2d:  # drop the singleton slice axis: (B, C, 1, Y, X) -> (B, C, Y, X)
@@ -454,7 +459,7 @@ def make_dataloader(
 
     Make one iterator and keep it (``batches = iter(loader)``, then ``next(batches)`` per step);
     a new iterator starts the stream again at ``first_batch``. Workers persist between iterators.
-    A worker hands each batch over through shared memory, a copy that for the large initial patch
+    A worker hands each batch over through shared memory, a copy that for the large loaded patch
     can cost more than cutting it (about 1 ms per MB on a 2-core machine); ``background_batches``
     builds the same stream in threads without that copy.
 
@@ -496,7 +501,7 @@ def background_batches(
 
     Cutting a patch is mostly a memory copy, which numpy does without holding the GIL, so threads
     overlap with the training step. Unlike worker processes, they hand batches over without copying
-    them through shared memory, which matters here because the batches hold the large initial patch.
+    them through shared memory, which matters here because the batches hold the large loaded patch.
 
     Args:
         threads: threads building batches; ``prefetch`` batches per thread are built ahead.

@@ -456,12 +456,12 @@ def pool_and_conv_props(
     )
 
 
-def initial_patch_size(spacing: Sequence[float], median_shape: Sequence[float]) -> list[float]:
+def starting_patch_size(spacing: Sequence[float], median_shape: Sequence[float]) -> list[float]:
     """The starting patch: the volume of 256^3 (2D: 2048^2) voxels, shaped like 1/spacing, cut to the median.
 
-    >>> initial_patch_size([1.0, 1.0, 1.0], [36.0, 50.0, 35.0])
+    >>> starting_patch_size([1.0, 1.0, 1.0], [36.0, 50.0, 35.0])
     [36.0, 50.0, 35.0]
-    >>> initial_patch_size([1.0, 0.768, 0.768], [432.0, 512.0, 512.0])
+    >>> starting_patch_size([1.0, 0.768, 0.768], [432.0, 512.0, 512.0])
     [215, 280, 280]
     """
     inverse = 1 / np.asarray(spacing, dtype=np.float64)
@@ -638,8 +638,8 @@ def plan_configuration(
     if any(s <= 0 for s in spacing):
         raise ValueError(f"spacing must be positive, got {list(spacing)}")
     dim = len(spacing)
-    initial = initial_patch_size(spacing, median_shape)
-    topology = pool_and_conv_props(spacing, initial, settings.min_feature_map_edge)
+    starting = starting_patch_size(spacing, median_shape)
+    topology = pool_and_conv_props(spacing, starting, settings.min_feature_map_edge)
     architecture = architecture_plan(topology, settings)
     estimate = conv_feature_map_size(
         architecture.network_class_name, architecture.arch_kwargs, topology.patch_size, num_classes
@@ -649,10 +649,10 @@ def plan_configuration(
         trace,
         "patch",
         f"median image {_fmt(median_shape)} at spacing {_fmt(spacing)}: start from patch "
-        f"{_fmt(initial)}, padded to {_fmt(topology.patch_size)} ({topology.n_stages} stages, pools per axis "
+        f"{_fmt(starting)}, padded to {_fmt(topology.patch_size)} ({topology.n_stages} stages, pools per axis "
         f"{topology.pools_per_axis}); estimate {estimate:,} vs limit {limit:,.0f}",
         configuration,
-        initial_patch_size=initial,
+        starting_patch_size=starting,
         patch_size=topology.patch_size,
         estimate=estimate,
         limit=limit,

@@ -40,8 +40,9 @@ from nnseg_nb.resampling import RESAMPLING_FUNCTIONS, compute_new_shape
 from nnseg_nb.utils import atomic_save_npy, atomic_write_bytes, load_json, to_builtin
 
 # Label given to background voxels outside the nonzero mask: normalization and augmentation use it
-# to tell "outside the body" from "background inside the body"; it becomes 0 right before the loss.
-OUTSIDE_MASK_LABEL = -1
+# to tell "outside the body" from "background inside the body"; the loader pads with it, augmentation
+# too, and it becomes 0 right before the loss. The one home of this number: the others import it.
+OUTSIDE_LABEL = -1
 # Normalization divides by max(std, EPS) so a constant image does not become NaN (nnU-Net: 1e-8 for float32).
 EPS = 1e-8
 # class_locations: nnU-Net's fixed seed, at least 10,000 voxels per class (all if fewer), or 1% if that is more.
@@ -99,10 +100,10 @@ def crop_to_nonzero(
     data = data[(slice(None), *box)]
     mask = mask[box][None]
     if seg is None:
-        seg = np.where(mask, np.int8(0), np.int8(OUTSIDE_MASK_LABEL))
+        seg = np.where(mask, np.int8(0), np.int8(OUTSIDE_LABEL))
     else:
         seg = seg[(slice(None), *box)].copy()
-        seg[(seg == 0) & ~mask] = OUTSIDE_MASK_LABEL
+        seg[(seg == 0) & ~mask] = OUTSIDE_LABEL
     return data, seg, bbox
 
 

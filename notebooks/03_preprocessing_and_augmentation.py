@@ -78,7 +78,7 @@ from pathlib import Path
 
 import torch
 
-from nnseg_nb import augment, dataset as datasets, demo_data, io, loader, paths, planning, preprocessing
+from nnseg_nb import augment, dataset as datasets, demo_data, io, loader, network, paths, planning, preprocessing
 from nnseg_nb.fingerprint import ensure_fingerprint, load_fingerprint
 from nnseg_nb.viz import show_figure
 
@@ -166,7 +166,7 @@ show_figure(intensity_histograms({"raw": channel, "z-score, whole scan": whole, 
 
 # %%
 ct_name = "Dataset903_MultiChannel"
-ct_folder = paths.resolve_dataset(ct_name)
+ct_folder = paths.find_dataset(ct_name)
 ct_json = datasets.load_dataset_json(ct_folder)
 ct_properties = ensure_fingerprint(ct_name, num_workers=num_workers, progress=False)[
     "foreground_intensity_properties_per_channel"]["0"]
@@ -292,7 +292,7 @@ print("preprocessed shapes: median", np.median(shapes, axis=0).tolist(), " min",
 
 # %%
 rotation_range, dummy_2d, mirror_axes = augment.rotation_and_mirroring_for(plan.patch_size)
-loaded_size = augment.initial_patch_size(plan.patch_size, rotation_range, dummy_2d=dummy_2d)
+loaded_size = augment.loaded_patch_size(plan.patch_size, rotation_range, dummy_2d=dummy_2d)
 print(f"patch {plan.patch_size}, loaded {loaded_size}; rotation ±{np.degrees(rotation_range[1]):.0f}°, "
       f"dummy 2D {dummy_2d}, mirror axes {mirror_axes}")
 for batch_size in (2, 3, 6, 12):
@@ -302,7 +302,7 @@ for batch_size in (2, 3, 6, 12):
 # %%
 from nnseg_nb.viz.sampling import patch_sampling_figure
 
-sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), initial_patch_size=loaded_size, batch_size=6)
+sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), loaded_patch_size=loaded_size, batch_size=6)
 batch = loader.sample_batch(preprocessed.folder, case_ids, sampler, loader.batch_rng(seed, 0))
 for j, (case, forced, selected) in enumerate(zip(batch["case_ids"], batch["forced_foreground"].tolist(),
                                                   batch["selected_classes"])):
@@ -344,7 +344,7 @@ show_figure(gallery, dpi=75)
 # scales come from the pooling strides: here the slice axis is pooled later than the in-plane axes.
 
 # %%
-scales = augment.deep_supervision_scales(plan.architecture.strides)
+scales = network.deep_supervision_scales(plan.architecture.strides)
 (draw,) = draw_augmentations(batch["image"][j], batch["seg"][j], pipeline, [seed], device)
 print("strides:", plan.architecture.strides)
 print("target shapes:", [tuple(round(n * s) for n, s in zip(plan.patch_size, scale)) for scale in scales])
@@ -366,7 +366,7 @@ import time
 
 training = augment.training_pipeline(plan.patch_size, rotation_range, mirror_axes, dummy_2d,
                                      use_mask_for_norm=plan.use_mask_for_norm, deep_supervision_scales=scales)
-timing_sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), initial_patch_size=loaded_size,
+timing_sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), loaded_patch_size=loaded_size,
                                         batch_size=plan.batch_size)
 timing_batches = [loader.sample_batch(preprocessed.folder, case_ids, timing_sampler, loader.batch_rng(seed, k))
                   for k in range(timed_batches + 1)]
