@@ -51,10 +51,10 @@ def synthetic_case(shape=(160, 192, 160), seed: int = 0) -> tuple[np.ndarray, np
 
 
 def load_case(folder: Path, case: str | None) -> tuple[np.ndarray, np.ndarray]:
-    from nnseg_nb.preprocessing import load_preprocessed_case, preprocessed_case_identifiers
+    from nnseg_nb.preprocessed import list_cases, load_case
 
-    case = case or preprocessed_case_identifiers(folder)[0]
-    data, seg, _ = load_preprocessed_case(folder, case)
+    case = case or list_cases(folder)[0]
+    data, seg, _ = load_case(folder, case)
     return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg, dtype=np.int16)
 
 

@@ -25,18 +25,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from nnseg_nb.preprocessing import (
-    OUTSIDE_LABEL,
-    ClassKey,
-    load_preprocessed_case,
-    open_b2nd,
-    read_case_properties,
-)
+from nnseg_nb.preprocessed import CaseArrays, ClassKey, open_case, read_class_locations
+from nnseg_nb.preprocessing import OUTSIDE_LABEL
 
 # Fill value for image voxels of a patch that lie outside the volume; labels get OUTSIDE_LABEL (-1),
 # the "outside" label the preprocessing gives background outside the nonzero mask.
@@ -226,95 +220,10 @@ def crop_and_pad(
 # --------------------------------------------------------------------------------------------
 
 
-class CaseArrays(NamedTuple):
-    """Arrays to cut patches from: numpy memory maps, or opened blosc2 arrays for nnU-Net's ``.b2nd``
-    (both slice like numpy and read only what a slice touches)."""
-
-    data: np.ndarray  # (C, Z, Y, X) float32
-    seg: np.ndarray  # (1, Z, Y, X) int16
-    previous_seg: np.ndarray | None  # (1, Z, Y, X) previous-stage prediction (cascade), or None
-
-
-def _require(file: Path, what: str) -> Path:
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: {what} not found")
-    return file
-
-
-def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path | None = None) -> CaseArrays:
-    """Open a preprocessed case; ``<case>.npy`` / ``<case>_seg.npy`` are memory-mapped, not read, and
-    nnU-Net's ``.b2nd`` files are opened so that a patch decompresses only the chunks it touches.
-
-    nnU-Net's ``.npz`` files are read whole, through ``preprocessing.load_preprocessed_case``.
-    ``previous_stage_folder`` holds ``<case>.npy`` (memory-mapped), ``<case>.b2nd`` (nnU-Net 2.8's
-    ``predicted_next_stage`` files) or ``<case>.npz`` (key ``seg``) predictions on the same grid,
-    (Z, Y, X) or (1, Z, Y, X).
-    """
-    folder = Path(folder)
-    if (folder / f"{case}.npy").is_file():  # ours, or nnU-Net's unpacked .npz
-        data = np.load(folder / f"{case}.npy", mmap_mode="r")
-        seg = np.load(_require(folder / f"{case}_seg.npy", f"segmentation of case {case!r}"), mmap_mode="r")
-    elif (folder / f"{case}.b2nd").is_file():  # nnU-Net 2.6+
-        data = open_b2nd(folder / f"{case}.b2nd")
-        seg = open_b2nd(_require(folder / f"{case}_seg.b2nd", f"segmentation of case {case!r}"))
-    else:
-        data, seg, _ = load_preprocessed_case(folder, case)
-    if data.ndim != 4 or seg.shape != (1, *data.shape[1:]):
-        raise ValueError(
-            f"{folder / case}: expected image (C, Z, Y, X) and seg (1, Z, Y, X), "
-            f"got {data.shape} and {seg.shape}"
-        )
-    previous = None
-    if previous_stage_folder is not None:
-        previous = _open_previous_seg(Path(previous_stage_folder), case, data.shape[1:])
-    return CaseArrays(data, seg, previous)
-
-
-def _open_previous_seg(folder: Path, case: str, shape: tuple[int, ...]) -> np.ndarray:
-    npy, b2nd, npz = folder / f"{case}.npy", folder / f"{case}.b2nd", folder / f"{case}.npz"
-    if npy.is_file():
-        previous = np.load(npy, mmap_mode="r")
-    elif b2nd.is_file():
-        previous = open_b2nd(b2nd)
-        previous = (
-            previous[...] if previous.ndim == len(shape) else previous
-        )  # (Z, Y, X): read, to add the axis
-    elif npz.is_file():
-        with np.load(npz) as archive:
-            previous = archive["seg"] if "seg" in archive else archive[archive.files[0]]
-    else:
-        raise FileNotFoundError(
-            f"{npy}: previous-stage segmentation of case {case!r} not found (.npy, .b2nd or .npz)"
-        )
-    if previous.shape == shape:
-        previous = previous[None]
-    if previous.shape != (1, *shape):
-        raise ValueError(
-            f"{folder / case}: previous-stage segmentation has shape {previous.shape}, "
-            f"the case has {shape}; it must be on the same preprocessed grid"
-        )
-    return previous
-
-
-def read_class_locations(folder: str | Path, case: str) -> dict[ClassKey, np.ndarray]:
-    """A case's ``class_locations``: ``{label or region tuple: (N, 4) int array of [0, z, y, x]}``."""
-    file = Path(folder) / f"{case}.json"
-    if file.is_file():
-        properties = read_case_properties(file)
-    else:  # nnU-Net's folder: <case>.pkl
-        file = Path(folder) / f"{case}.pkl"
-        properties = load_preprocessed_case(folder, case)[2]
-    if "class_locations" not in properties:
-        raise ValueError(
-            f"{file}: no 'class_locations'; preprocess the case again to sample foreground patches"
-        )
-    return properties["class_locations"]
-
-
 class CaseReader:
     """Opens cases of one folder and reads their class locations, remembering the last ``cache_size``.
 
-    Opening a memory map and parsing a JSON sidecar cost more than cutting a small patch, so a
+    Opening a memory map and reading the class locations cost more than cutting a small patch, so a
     stream keeps recent cases open (a memory map holds a file handle, not the data). Cases read
     whole (nnU-Net's ``.npz`` files) are not kept.
     """

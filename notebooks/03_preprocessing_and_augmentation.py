@@ -78,7 +78,7 @@ from pathlib import Path
 
 import torch
 
-from nnseg_nb import augment, dataset as datasets, demo_data, io, loader, network, paths, planning, preprocessing
+from nnseg_nb import augment, dataset as datasets, demo_data, io, loader, network, paths, planning, preprocessed, preprocessing
 from nnseg_nb.fingerprint import ensure_fingerprint, load_fingerprint
 from nnseg_nb.viz import show_figure
 
@@ -252,23 +252,24 @@ show_figure(preprocessing_figure_for_case(cases[resample_case], plans, configura
 # %%
 results = preprocessing.preprocess_dataset(dataset_name, configuration, plans=plans, num_workers=num_workers,
                                            progress=False)
-preprocessed = results[0]
-case_ids = preprocessing.preprocessed_case_identifiers(preprocessed.folder)
-print(f"{configuration}: {len(case_ids)} cases in {preprocessed.folder.relative_to(paths.preprocessed_root())}")
+prepared = results[0]
+case_ids = preprocessed.list_cases(prepared.folder)
+print(f"{configuration}: {len(case_ids)} cases in {prepared.folder.relative_to(paths.preprocessed_root())}")
 
 # %% tags=["nbval-ignore-output"]
-print(f"{len(preprocessed.processed)} preprocessed now, {len(preprocessed.up_to_date)} up to date, in {preprocessed.folder}")
+print(f"{len(prepared.processed)} preprocessed now, {len(prepared.up_to_date)} up to date, in {prepared.folder}")
 
 # %% [markdown]
 # One case on disk: the image as float32 `(C, Z, Y, X)`, the labels as int16 `(1, Z, Y, X)` (-1
-# outside the nonzero mask), and a JSON with the geometry needed to undo all of it after prediction,
-# plus `class_locations`: a sample of voxel coordinates of each foreground class, which is how the
-# loader finds foreground without scanning the volume.
+# outside the nonzero mask), a small JSON with the geometry needed to undo all of it after prediction,
+# and `class_locations` (in their own `.npz`): a sample of voxel coordinates of each foreground class,
+# which is how the loader finds foreground without scanning the volume. `nnseg_nb.preprocessed` reads
+# these files, and nnU-Net's own preprocessed folders too.
 
 # %%
 example = case_ids[0]
-print("files:", sorted(p.name for p in preprocessed.folder.glob(f"{example}*")))
-image, labels, properties = preprocessing.load_preprocessed_case(preprocessed.folder, example)
+print("files:", sorted(p.name for p in prepared.folder.glob(f"{example}*")))
+image, labels, properties = preprocessed.load_case(prepared.folder, example)
 print(f"image {image.dtype} {image.shape}, labels {labels.dtype} {labels.shape}, "
       f"label values {np.unique(labels).tolist()}")
 for key in ("spacing", "shape_before_cropping", "bbox_used_for_cropping", "shape_after_cropping_and_before_resampling"):
@@ -277,7 +278,7 @@ for key in ("spacing", "shape_before_cropping", "bbox_used_for_cropping", "shape
 for key, locations in properties["class_locations"].items():
     print(f"  class_locations[{key}]: {len(locations)} voxels of {int((labels == key).sum())}, "
           f"e.g. (channel, z, y, x) {locations[0].tolist()}")
-shapes = [list(preprocessing.load_preprocessed_case(preprocessed.folder, c)[0].shape[1:]) for c in case_ids]
+shapes = [list(preprocessed.load_case(prepared.folder, c)[0].shape[1:]) for c in case_ids]
 print("preprocessed shapes: median", np.median(shapes, axis=0).tolist(), " min", np.min(shapes, axis=0).tolist(),
       " max", np.max(shapes, axis=0).tolist())
 
@@ -303,7 +304,7 @@ for batch_size in (2, 3, 6, 12):
 from nnseg_nb.viz.sampling import patch_sampling_figure
 
 sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), loaded_patch_size=loaded_size, batch_size=6)
-batch = loader.sample_batch(preprocessed.folder, case_ids, sampler, loader.batch_rng(seed, 0))
+batch = loader.sample_batch(prepared.folder, case_ids, sampler, loader.batch_rng(seed, 0))
 for j, (case, forced, selected) in enumerate(zip(batch["case_ids"], batch["forced_foreground"].tolist(),
                                                   batch["selected_classes"])):
     seg_patch = batch["seg"][j]
@@ -312,7 +313,7 @@ for j, (case, forced, selected) in enumerate(zip(batch["case_ids"], batch["force
           f"outside the volume or mask {(seg_patch < 0).float().mean().item():.1%}")
 forced_fraction = float(batch["forced_foreground"].float().mean())
 print(f"forced to foreground: {forced_fraction:.3f} of the batch")
-show_figure(patch_sampling_figure(batch, preprocessed.folder, patch_size=plan.patch_size, columns=3), dpi=60)
+show_figure(patch_sampling_figure(batch, prepared.folder, patch_size=plan.patch_size, columns=3), dpi=60)
 
 # %% [markdown]
 # ## 6 · Augmentation
@@ -368,7 +369,7 @@ training = augment.training_pipeline(plan.patch_size, rotation_range, mirror_axe
                                      use_mask_for_norm=plan.use_mask_for_norm, deep_supervision_scales=scales)
 timing_sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), loaded_patch_size=loaded_size,
                                         batch_size=plan.batch_size)
-timing_batches = [loader.sample_batch(preprocessed.folder, case_ids, timing_sampler, loader.batch_rng(seed, k))
+timing_batches = [loader.sample_batch(prepared.folder, case_ids, timing_sampler, loader.batch_rng(seed, k))
                   for k in range(timed_batches + 1)]
 generator = torch.Generator().manual_seed(seed)
 

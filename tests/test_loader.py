@@ -17,10 +17,9 @@ from nnseg_nb.loader import (
     choose_lower_corner,
     lower_corner_bounds,
     make_dataloader,
-    open_case,
-    read_class_locations,
     sample_batch,
 )
+from nnseg_nb.preprocessed import open_case, read_class_locations
 
 
 def class_locations_of(seg, keys):
@@ -346,14 +345,15 @@ def test_sampling_picture_draws_one_box_per_sample_and_marks_forced_ones(tmp_pat
 def test_reads_cases_written_by_preprocessing_and_nnunet_folders(tmp_path):
     import pickle
 
-    from nnseg_nb.preprocessing import sample_class_locations, save_preprocessed_case
+    from nnseg_nb.preprocessed import save_case
+    from nnseg_nb.preprocessing import sample_class_locations
 
     shape = (12, 14, 16)
     seg = np.zeros((1, *shape), np.int16)
     seg[0, 6, 7, 8] = 2
     keys = [1, 2, (1, 2)]
     properties = {"spacing": [1.0, 1.0, 1.0], "class_locations": sample_class_locations(seg, keys)}
-    save_preprocessed_case(tmp_path / "ours", "c", ramp(shape), seg, properties)
+    save_case(tmp_path / "ours", "c", ramp(shape), seg, properties)
     # nnU-Net's legacy folder: <case>.npz (data, seg) + <case>.pkl, read whole (no .npy to map)
     (tmp_path / "nnunet").mkdir()
     np.savez(tmp_path / "nnunet" / "c.npz", data=ramp(shape), seg=seg)
