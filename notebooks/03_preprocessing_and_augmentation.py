@@ -289,7 +289,7 @@ print("preprocessed shapes: median", np.median(shapes, axis=0).tolist(), " min",
 # of every batch** to be centred on a foreground voxel: which positions are forced is fixed,
 # `j >= round(batch_size * (1 - 0.33))`, and a forced patch picks a class present in the case, then
 # one of its `class_locations`. With this plan's batch size of 2 that is one patch of two, more than
-# a third. The loader cuts the larger *initial* patch, so that rotating it still fills the final one.
+# a third. The loader cuts the larger *loaded* patch, so that rotating it still fills the final one.
 
 # %%
 rotation_range, dummy_2d, mirror_axes = augment.rotation_and_mirroring_for(plan.patch_size)
