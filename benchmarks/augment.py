@@ -97,7 +97,7 @@ def default_ds_scales(patch) -> list[list[float]]:
 
 def from_plans(path: Path, configuration: str) -> dict:
     """Patch size, deep-supervision scales and masking of a configuration (ours or nnU-Net's plans file)."""
-    from nnseg_nb.planning import load_plans
+    from nnseg_nb.plans import load_plans
 
     config = load_plans(path).configuration(configuration)  # inherits_from resolved
     return {

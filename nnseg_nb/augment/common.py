@@ -74,15 +74,37 @@ def _indices(mask: Tensor) -> list[int]:
     return mask.nonzero().flatten().tolist()
 
 
+def _one_kernel(x: Tensor) -> bool:
+    """Whether to index a batch with one gather/scatter (CUDA: a loop over samples or channels would launch
+    one kernel each) or with a block copy per sample (CPU: 2-3x faster than ATen's indexing, which goes
+    element by element). Both give the same values; the ``*_gathered`` helpers are the one-kernel forms."""
+    return x.device.type != "cpu"
+
+
+def _index(values: list[int], like: Tensor) -> Tensor:
+    return torch.tensor(values, dtype=torch.long, device=like.device)
+
+
 def _rows(x: Tensor, samples: list[int]) -> Tensor:
-    """``x[samples]``, a new tensor. Stacking whole samples is a block copy each: on the CPU 2-3x faster than
-    advanced indexing or ``index_select``, which go element by element."""
+    """``x[samples]``, a new tensor."""
+    if _one_kernel(x):
+        return _rows_gathered(x, samples)
     return torch.stack([x[i] for i in samples])
+
+
+def _rows_gathered(x: Tensor, samples: list[int]) -> Tensor:
+    return x.index_select(0, _index(samples, x))
 
 
 def _pair_rows(x: Tensor, samples: list[int], channels: list[int]) -> Tensor:
     """``x[samples, channels]`` (paired lists), a new tensor (N, *spatial)."""
+    if _one_kernel(x):
+        return _pair_rows_gathered(x, samples, channels)
     return torch.stack([x[b, c] for b, c in zip(samples, channels)])
+
+
+def _pair_rows_gathered(x: Tensor, samples: list[int], channels: list[int]) -> Tensor:
+    return x[_index(samples, x), _index(channels, x)]
 
 
 def _spatial_ndim(batch: Batch) -> int:
@@ -130,6 +152,9 @@ def _assemble(parts: list[tuple[list[int], Tensor]]) -> Tensor:
         device=parts[0][1].device,
     )
     for samples, values in parts:
+        if _one_kernel(out):
+            out.index_copy_(0, _index(samples, out), values)
+            continue
         for i, value in zip(samples, values):
             out[i].copy_(value)  # a block copy per sample (index_copy_ goes element by element)
     return out
@@ -142,10 +167,17 @@ def _update(image: Tensor, samples: list[int], values: Tensor) -> Tensor:
 
 
 def _update_pairs(image: Tensor, samples: list[int], channels: list[int], values: Tensor) -> Tensor:
+    """image with ``image[samples, channels]`` (paired lists) replaced by ``values``, a new tensor."""
+    if _one_kernel(image):
+        return _update_pairs_scattered(image, samples, channels, values)
     out = image.clone()
     for b, c, value in zip(samples, channels, values):
         out[b, c].copy_(value)
     return out
+
+
+def _update_pairs_scattered(image: Tensor, samples: list[int], channels: list[int], values: Tensor) -> Tensor:
+    return image.index_put((_index(samples, image), _index(channels, image)), values.to(image.dtype))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from nnseg_nb.augment.common import (
     _coin,
     _indices,
     _nearest_exact_indices,
+    _one_kernel,
     _pair_rows,
     _pairs,
     _replace,
@@ -190,8 +191,10 @@ def _mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and std (unbiased, torch's default as upstream) of each (sample, channel) of x (N, C, *spatial),
     shaped to broadcast against x."""
     flat = x.flatten(2)
-    # std over one dim of several rows takes a slow ATen path (10x on CPU); row by row it is fast
-    std = torch.stack([row.std() for row in flat.flatten(0, 1)]).view(x.shape[:2])
+    if _one_kernel(x):
+        std = flat.std(2)
+    else:  # std over one dim of several rows takes a slow ATen path (10x on CPU); row by row it is fast
+        std = torch.stack([row.std() for row in flat.flatten(0, 1)]).view(x.shape[:2])
     shape = (*x.shape[:2], *[1] * (x.ndim - 2))
     return flat.mean(2).view(shape), std.view(shape)
 

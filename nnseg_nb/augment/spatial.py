@@ -28,6 +28,7 @@ from nnseg_nb.augment.common import (
     _assemble,
     _coin,
     _indices,
+    _one_kernel,
     _replace,
     _rows,
     _spatial_ndim,
@@ -352,7 +353,21 @@ class SpatialTransform(Transform):
 
 def _flip(x: Tensor, flips: Tensor) -> Tensor:
     """Flip each sample of x (B, C, *spatial) along the spatial axes where ``flips`` (B, d) is True."""
+    if _one_kernel(x):
+        return _flip_grouped(x, flips)
     return torch.stack([sample.flip([axis + 1 for axis in _indices(axes)]) for sample, axes in zip(x, flips)])
+
+
+def _flip_grouped(x: Tensor, flips: Tensor) -> Tensor:
+    """``_flip`` with one flip per distinct set of axes (at most 2^d) instead of one per sample."""
+    out = torch.empty_like(x)
+    patterns, group = flips.unique(dim=0, return_inverse=True)
+    for k, pattern in enumerate(patterns):
+        samples = (group == k).nonzero().squeeze(1).to(x.device)
+        chosen = x.index_select(0, samples)
+        axes = [axis + 2 for axis in _indices(pattern)]  # (N, C, *spatial)
+        out.index_copy_(0, samples, chosen.flip(axes) if axes else chosen)
+    return out
 
 
 @dataclass
