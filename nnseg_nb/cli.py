@@ -462,8 +462,8 @@ def _add_preprocess_parser(subparsers) -> None:
         "preprocess",
         help="crop, normalize and resample a dataset (nnUNetv2_preprocess)",
         description="Preprocess every training case as nnU-Net's DefaultPreprocessor "
-        "does, into <output>/<data_identifier>/<case>.npy, <case>_seg.npy "
-        "and <case>.json. Cases already done with the same plans and "
+        "does, into <output>/<data_identifier>/<case>.npy, <case>_seg.npy, "
+        "<case>_class_locations.npz and <case>.json. Cases already done with the same plans and "
         "source files are skipped unless --overwrite.",
     )
     parser.add_argument("dataset", help="raw dataset: folder, DatasetXXX_Name, Name or id")
