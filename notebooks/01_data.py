@@ -137,7 +137,7 @@ def show_tree(folder: Path, files_shown: int = 3) -> None:
             print(entry.name)
 
 
-brain_folder = paths.resolve_dataset("Dataset901_BrainTissue")  # also takes "BrainTissue" or 901
+brain_folder = paths.find_dataset("Dataset901_BrainTissue")  # also takes "BrainTissue" or 901
 print(brain_folder.name + "/")
 show_tree(brain_folder)
 
@@ -253,7 +253,7 @@ browser.show_static()
 # bright on T2.
 
 # %%
-multi_folder = paths.resolve_dataset(903)
+multi_folder = paths.find_dataset(903)
 multi_case = dataset.find_cases(multi_folder)["multi_000"]
 multi_image, multi_props = io.read_case(multi_case.images)
 multi_seg, _ = io.read_seg(multi_case.label)
@@ -272,7 +272,7 @@ multi_browser.show_static()
 # nnU-Net's planner notices this and treats that axis differently (next notebook).
 
 # %%
-aniso_case = dataset.find_cases(paths.resolve_dataset(902))["aniso_000"]
+aniso_case = dataset.find_cases(paths.find_dataset(902))["aniso_000"]
 aniso_image, aniso_props = io.read_case(aniso_case.images)
 aniso_seg, _ = io.read_seg(aniso_case.label)
 print("shape (c, z, y, x):", aniso_image.shape, "| spacing (z, y, x):", [round(s, 2) for s in aniso_props["spacing"]])
@@ -291,7 +291,7 @@ aniso_browser.show_static()
 # %%
 my_data = Path(out_dir) / "my_data"
 shutil.rmtree(my_data, ignore_errors=True)  # start clean when the notebook runs again
-shape_cases = list(dataset.find_cases(paths.resolve_dataset(904)).values())[:8]
+shape_cases = list(dataset.find_cases(paths.find_dataset(904)).values())[:8]
 for number, shape_case in enumerate(shape_cases):
     shape_image, shape_props = io.read_case(shape_case.images)
     shape_seg, _ = io.read_seg(shape_case.label)
