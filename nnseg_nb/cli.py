@@ -798,6 +798,88 @@ def _cmd_record(args) -> int:
     return 0
 
 
+# --- evaluate, postprocessing, ensemble (nnseg_nb.evaluation, .postprocessing, .ensemble) -------
+
+
+def _add_evaluate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score predictions against references into summary.json (nnUNetv2_evaluate_simple)",
+        description="Dice, IoU, TP/FP/FN/TN per case and class or region, as nnU-Net computes them, "
+        "plus HD95 and normalized surface Dice in mm. Writes nnU-Net's summary.json.",
+    )
+    parser.add_argument("reference_folder", help="folder of reference label maps")
+    parser.add_argument("prediction_folder", help="folder of predicted label maps (same file names)")
+    parser.add_argument(
+        "-l",
+        "--labels",
+        nargs="+",
+        default=None,
+        metavar="L",
+        help="labels to score, e.g. 1 2; a region as 1,2 (default: from --dataset-json)",
+    )
+    parser.add_argument("-il", "--ignore-label", type=int, default=None, help="reference value not scored")
+    parser.add_argument(
+        "--dataset-json", default=None, help="dataset.json: labels or regions, ignore label and file ending"
+    )
+    parser.add_argument(
+        "-o", "--output", default=None, help="summary file (default PRED_FOLDER/summary.json)"
+    )
+    parser.add_argument(
+        "-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPUs))"
+    )
+    parser.add_argument(
+        "--chill", action="store_true", help="allow references without a prediction (they are not scored)"
+    )
+    parser.add_argument("--no-distance", action="store_true", help="leave out HD95 and NSD (faster)")
+    parser.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
+    parser.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from nnseg_nb.dataset import load_dataset_json
+    from nnseg_nb.evaluation import evaluate_folders, key_of, labels_or_regions_from_dataset_json
+
+    if args.num_workers is not None and args.num_workers < 1:
+        raise UserError(f"-np must be at least 1, got {args.num_workers}")
+    ignore_label, file_ending = args.ignore_label, None
+    if args.dataset_json:
+        dataset_json = load_dataset_json(args.dataset_json)
+        labels_or_regions = labels_or_regions_from_dataset_json(dataset_json)
+        file_ending = dataset_json["file_ending"]
+        ignore_label = dataset_json["labels"].get("ignore") if ignore_label is None else ignore_label
+    if args.labels:
+        try:
+            labels_or_regions = [
+                tuple(int(v) for v in x.split(",")) if "," in x else int(x) for x in args.labels
+            ]
+        except ValueError:
+            raise UserError(
+                f"-l takes integers, or regions such as 1,2; got {' '.join(args.labels)}"
+            ) from None
+    elif not args.dataset_json:
+        raise UserError("give the labels to score with -l (e.g. -l 1 2) or a --dataset-json")
+    output = Path(args.output) if args.output else Path(args.prediction_folder) / "summary.json"
+    summary = evaluate_folders(
+        args.reference_folder,
+        args.prediction_folder,
+        labels_or_regions,
+        ignore_label,
+        file_ending=file_ending,
+        output_file=output,
+        num_workers=args.num_workers,
+        allow_missing_predictions=args.chill,
+        distance_metrics_on=not args.no_distance,
+        nsd_tolerance_mm=args.nsd_tolerance,
+    )
+    print(f"{len(summary['metric_per_case'])} cases -> {output}")
+    for key, metrics in [*summary["mean"].items(), ("foreground", summary["foreground_mean"])]:
+        name = key if key == "foreground" else key_of(key)
+        extra = f"  HD95 {metrics['HD95']:.2f} mm  NSD {metrics['NSD']:.4f}" if "HD95" in metrics else ""
+        print(f"{name:>12}  Dice {metrics['Dice']:.4f}  IoU {metrics['IoU']:.4f}{extra}")
+    return 0
+
+
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "verify": _add_verify_parser,
@@ -810,6 +892,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "demo": _add_demo_parser,
     "demo-data": _add_demo_data_parser,
     "record": _add_record_parser,
+    "evaluate": _add_evaluate_parser,
 }
 
 
