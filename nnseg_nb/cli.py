@@ -880,6 +880,75 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _add_determine_postprocessing_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "determine-postprocessing",
+        help="decide nnU-Net's largest-component postprocessing on CV predictions",
+        description="Try keeping only the largest component of all foreground, then of each class or "
+        "region, keeping what improves the mean Dice (nnUNetv2_determine_postprocessing). Writes "
+        "postprocessing.json/.pkl and postprocessed/ into PRED_FOLDER.",
+    )
+    parser.add_argument(
+        "prediction_folder", help="predicted label maps (e.g. crossval_results_folds_0_1_2_3_4)"
+    )
+    parser.add_argument("reference_folder", help="ground truth label maps (labelsTr or gt_segmentations)")
+    parser.add_argument("--plans", default=None, help="plans file (accepted as nnU-Net's; not needed here)")
+    parser.add_argument("--dataset-json", default=None, help="default PRED_FOLDER/dataset.json")
+    parser.add_argument(
+        "-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPUs))"
+    )
+    parser.add_argument("--remove-postprocessed", action="store_true", help="do not keep postprocessed/")
+    parser.set_defaults(func=_cmd_determine_postprocessing)
+
+
+def _cmd_determine_postprocessing(args) -> int:
+    from nnseg_nb.postprocessing import determine_postprocessing
+
+    result = determine_postprocessing(
+        args.prediction_folder,
+        args.reference_folder,
+        args.plans,
+        args.dataset_json,
+        num_workers=args.num_workers,
+        keep_postprocessed_files=not args.remove_postprocessed,
+    )
+    for step in result.steps:
+        verdict = "accepted" if step.accepted else "rejected"
+        print(
+            f"{verdict}: largest component of {step.operation['labels_or_regions']} "
+            f"({step.judged_on} Dice {step.dice_before:.5f} -> {step.dice_after:.5f})"
+        )
+    print(f"postprocessing: {result.postprocessing_kwargs or 'none'} -> {Path(args.prediction_folder)}")
+    return 0
+
+
+def _add_apply_postprocessing_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "apply-postprocessing",
+        help="apply a postprocessing.json/.pkl to a folder (nnUNetv2_apply_postprocessing)",
+        description="Apply the operations of a postprocessing.json (or nnU-Net's postprocessing.pkl) to "
+        "every label map of IN, writing them to OUT with the same geometry.",
+    )
+    parser.add_argument("-i", "--input", required=True, help="folder of label maps")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("-pp", "--postprocessing", required=True, help="postprocessing.json or .pkl")
+    parser.add_argument("--file-ending", default=None, help="default: IN/dataset.json's, else .nii.gz")
+    parser.add_argument(
+        "-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPUs))"
+    )
+    parser.set_defaults(func=_cmd_apply_postprocessing)
+
+
+def _cmd_apply_postprocessing(args) -> int:
+    from nnseg_nb.postprocessing import apply_postprocessing
+
+    written = apply_postprocessing(
+        args.input, args.output, args.postprocessing, args.file_ending, num_workers=args.num_workers
+    )
+    print(f"postprocessed {len(written)} files -> {args.output}")
+    return 0
+
+
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "verify": _add_verify_parser,
@@ -893,6 +962,8 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "demo-data": _add_demo_data_parser,
     "record": _add_record_parser,
     "evaluate": _add_evaluate_parser,
+    "determine-postprocessing": _add_determine_postprocessing_parser,
+    "apply-postprocessing": _add_apply_postprocessing_parser,
 }
 
 
