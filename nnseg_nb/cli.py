@@ -949,6 +949,33 @@ def _cmd_apply_postprocessing(args) -> int:
     return 0
 
 
+def _add_ensemble_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ensemble",
+        help="average the probabilities of several prediction folders (nnUNetv2_ensemble)",
+        description="For every case, average the .npz probabilities of the input folders (predicted "
+        "with --save_probabilities) and write the label map with the first folder's geometry.",
+    )
+    parser.add_argument("-i", "--input", nargs="+", required=True, help="prediction folders")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--save-npz", action="store_true", help="also write the averaged .npz and .pkl")
+    parser.add_argument("--dataset-json", default=None, help="default: the first folder's dataset.json")
+    parser.add_argument(
+        "-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPUs))"
+    )
+    parser.set_defaults(func=_cmd_ensemble)
+
+
+def _cmd_ensemble(args) -> int:
+    from nnseg_nb.ensemble import ensemble_folders
+
+    written = ensemble_folders(
+        args.input, args.output, args.save_npz, num_workers=args.num_workers, dataset_json=args.dataset_json
+    )
+    print(f"ensembled {len(written)} cases of {len(args.input)} folders -> {args.output}")
+    return 0
+
+
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "verify": _add_verify_parser,
@@ -964,6 +991,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "evaluate": _add_evaluate_parser,
     "determine-postprocessing": _add_determine_postprocessing_parser,
     "apply-postprocessing": _add_apply_postprocessing_parser,
+    "ensemble": _add_ensemble_parser,
 }
 
 
