@@ -976,6 +976,45 @@ def _cmd_ensemble(args) -> int:
     return 0
 
 
+def _add_find_best_configuration_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "find-best-configuration",
+        help="rank trained configurations and pair ensembles on CV Dice (nnUNetv2_find_best_configuration)",
+        description="Gather each model's fold validations, ensemble every pair, pick the best foreground "
+        "mean Dice, determine its postprocessing and write inference_information.json and "
+        "inference_instructions.txt into the dataset's results folder.",
+    )
+    parser.add_argument("dataset", help="DatasetXXX_Name, Name or id")
+    parser.add_argument(
+        "-c",
+        "--configurations",
+        nargs="+",
+        default=["2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"],
+        help="candidate configurations (those not in the plans are skipped)",
+    )
+    parser.add_argument("-tr", "--trainers", nargs="+", default=["nnUNetTrainer"], help="trainer names")
+    parser.add_argument("-p", "--plans", nargs="+", default=["nnUNetPlans"], help="plans identifiers")
+    parser.add_argument("-f", "--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds")
+    parser.add_argument("--disable-ensembling", action="store_true", help="single models only")
+    parser.add_argument(
+        "-np", "--num-workers", type=int, default=None, help="processes (default min(4, CPUs))"
+    )
+    parser.set_defaults(func=_cmd_find_best_configuration)
+
+
+def _cmd_find_best_configuration(args) -> int:
+    from nnseg_nb.model_selection import TrainedModel, find_best_configuration, inference_instructions
+
+    models = [TrainedModel(c, t, p) for t in args.trainers for c in args.configurations for p in args.plans]
+    info = find_best_configuration(
+        args.dataset, models, not args.disable_ensembling, args.folds, num_workers=args.num_workers
+    )
+    for identifier, dice in info["all_results"].items():
+        print(f"{dice:.5f}  {identifier}")
+    print(inference_instructions(info))
+    return 0
+
+
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "verify": _add_verify_parser,
@@ -992,6 +1031,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "determine-postprocessing": _add_determine_postprocessing_parser,
     "apply-postprocessing": _add_apply_postprocessing_parser,
     "ensemble": _add_ensemble_parser,
+    "find-best-configuration": _add_find_best_configuration_parser,
 }
 
 

@@ -198,12 +198,28 @@ def ensemble_folders(
         raise ValueError("\n".join(["every folder must hold the same cases' .npz probabilities:", *problems]))
     if not all_cases:
         raise ValueError(f"{folders[0]}: no .npz probabilities (predict with --save_probabilities)")
+    atomic_write_json(Path(output_folder) / "dataset.json", dataset_json)
+    members = {case[: -len(".npz")]: [f / case for f in folders] for case in all_cases}
+    return ensemble_cases(
+        members, output_folder, dataset_json, save_merged_probabilities, num_workers, progress
+    )
+
+
+def ensemble_cases(
+    members: dict[str, Sequence[str | os.PathLike]],
+    output_folder: str | os.PathLike,
+    dataset_json: dict,
+    save_merged_probabilities: bool = False,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Merge each case's ``.npz`` files (``{case: [member .npz, ...]}``) into ``output_folder/{case}{ending}``.
+
+    The geometry comes from the ``.pkl`` next to each case's first file. Returns the written label maps.
+    """
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(output_folder / "dataset.json", dataset_json)
-    items = [
-        ([str(f / case) for f in folders], str(output_folder / case[: -len(".npz")])) for case in all_cases
-    ]
+    items = [([str(f) for f in files], str(output_folder / case)) for case, files in sorted(members.items())]
     merge = partial(
         _merge_case,
         dataset_json=dataset_json,
