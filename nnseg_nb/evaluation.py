@@ -27,6 +27,7 @@ with ``distance_metrics=False``):
 
 A surface voxel is a mask voxel with a face neighbour outside the mask (or outside the image). Voxels of
 the ignore label belong to neither mask, so both surfaces are cut alike where the ignore region starts.
+Both equal MONAI 1.6.1's on 3D anisotropic and 2D masks (tests/fixtures/make_distance_metrics.py).
 """
 
 from __future__ import annotations

@@ -184,3 +184,15 @@ def test_cli_evaluate_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "c5.nii.gz" in err and len(err.splitlines()) == 1
     assert cli.main(["evaluate", str(tmp_path / "nope"), str(FIXTURES / "prediction"), "-l", "1"]) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_hd95_and_nsd_equal_monai():
+    # Fixture: tests/fixtures/make_distance_metrics.py (MONAI 1.6.1 on random blobs, 3D anisotropic and 2D).
+    masks = np.load(FIXTURES.parent / "distance_metrics" / "masks.npz")
+    expected = json.loads((FIXTURES.parent / "distance_metrics" / "monai.json").read_text())
+    for name, monai in expected.items():
+        ref, pred = masks[f"{name}_ref"], masks[f"{name}_pred"]
+        for tolerance in (1.0, 2.5):
+            ours = distance_metrics(ref, pred, monai["spacing"], nsd_tolerance_mm=tolerance)
+            assert ours["HD95"] == pytest.approx(monai["HD95"], rel=1e-6), name  # MONAI computes in float32
+            assert ours["NSD"] == pytest.approx(monai[f"NSD_{tolerance}"], rel=1e-6), name
