@@ -4,6 +4,7 @@
                                output_file="summary.json")
     summary["foreground_mean"]["Dice"]        # mean over classes of the mean over cases
     summary["mean"][1]["HD95"]                # millimetres (extra metric, nnU-Net has none)
+    evaluate_folders_with_dataset_json(labels_folder, validation_folder, "dataset.json")  # labels from there
 
 For each class (a label value) or region (a tuple of labels, scored as their union) and each case:
 ``TP, FP, FN, TN`` counted outside the ignore label's voxels, ``n_ref = TP + FN``, ``n_pred = TP + FP``,
@@ -361,6 +362,35 @@ def evaluate_folders(
     if output_file is not None:
         save_summary_json(summary, output_file)
     return summary
+
+
+def evaluate_folders_with_dataset_json(
+    reference_folder: str | os.PathLike,
+    prediction_folder: str | os.PathLike,
+    dataset_json: dict | str | os.PathLike,
+    output_file: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    **options,
+) -> dict:
+    """:func:`evaluate_folders` with the labels or regions, ignore label and file ending of a dataset.json
+    (nnU-Net's ``compute_metrics_on_folder2``; its trainer's final validation scores this way).
+
+    ``output_file`` defaults to ``prediction_folder/summary.json``; ``options`` go to :func:`evaluate_folders`.
+    """
+    from nnseg_nb.dataset import load_dataset_json
+
+    if not isinstance(dataset_json, dict):
+        dataset_json = load_dataset_json(dataset_json)
+    return evaluate_folders(
+        reference_folder,
+        prediction_folder,
+        labels_or_regions_from_dataset_json(dataset_json),
+        dataset_json["labels"].get("ignore"),
+        dataset_json["file_ending"],
+        Path(prediction_folder) / "summary.json" if output_file is None else output_file,
+        num_workers,
+        **options,
+    )
 
 
 def _files_with_ending(folder: Path, file_ending: str) -> list[str]:
