@@ -271,9 +271,8 @@ class PlainConvEncoder(nn.Module):
         stages = []
         for features, kernel, stride, n in zip(features_per_stage, kernel_sizes, strides, n_conv_per_stage):
             convs = StackedConvBlocks(n, ops, input_channels, features, kernel, stride)
-            stages.append(
-                nn.Sequential(convs)
-            )  # dynamic-network-architectures' wrapper (for a pooling layer)
+            # the one-element Sequential is dynamic-network-architectures' (its slot for a pooling layer)
+            stages.append(nn.Sequential(convs))
             input_channels = features
         self.stages = nn.Sequential(*stages)
         # what the decoder needs to mirror this encoder
