@@ -161,7 +161,7 @@ def test_init_draws_from_nnunets_distributions(name, demo_networks):
     ours = dict(network.named_parameters())
     assert list(ours) == list(nnunet_init)
     for key, (numel, mean, std) in nnunet_init.items():
-        values = ours[key].detach().double()
+        values = ours[key].detach()
         assert values.numel() == numel
         if std == 0:  # biases 0, norm weights 1 (0 for the last norm of a residual block)
             assert torch.all(values == mean), key
