@@ -135,3 +135,31 @@ def test_cli_reports_bad_input_as_error_lines(tmp_path, capsys):
     assert (tmp_path / "o" / "test_006.nii.gz").is_file()  # the good cases were predicted
     assert main(["predict", "-i", str(IMAGES), "-o", str(tmp_path / "o"), "-m", str(MODEL), "-f", "4"]) == 1
     assert "fold_4" in capsys.readouterr().err
+
+
+def test_cascade_appends_the_previous_stage_one_hot(model, tmp_path):
+    import dataclasses
+
+    from nnseg_nb.network import build_network
+    from nnseg_nb.predict import preprocess_for_prediction
+    from nnseg_nb.preprocessing import preprocess_case
+
+    configuration = dataclasses.replace(model.configuration, previous_stage="3d_lowres")
+    network = build_network(configuration.architecture, 3, 3, deep_supervision=False).eval()
+    cascade = dataclasses.replace(
+        model, configuration=configuration, network=network, fold_weights=[network.state_dict()]
+    )
+    assert cascade.num_input_channels == 3  # the image + one channel per foreground label
+    image, props = io.read_case([IMAGES / "test_006_0000.nii.gz"])
+    previous, _ = io.read_seg(NNUNET / "test_006.nii.gz")
+    data, _ = preprocess_for_prediction(cascade, image, props, previous)
+    _, seg, _ = preprocess_case(image, previous, props, model.plans, "3d_tiny", model.dataset_json)
+    assert data.shape[0] == 3
+    np.testing.assert_array_equal(data[1], seg[0] == 1)
+    np.testing.assert_array_equal(data[2], seg[0] == 2)
+    with pytest.raises(ValueError, match="cascade stage"):
+        preprocess_for_prediction(cascade, image, props, None)
+    report = predict_folder(cascade, IMAGES, tmp_path / "out", NNUNET, PredictionSettings(progress=False))
+    assert report.failed == {} and len(report.written) == 2
+    report = predict_folder(cascade, IMAGES, tmp_path / "out2", tmp_path, PredictionSettings(progress=False))
+    assert all("no previous-stage prediction" in message for message in report.failed.values())
