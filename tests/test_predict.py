@@ -6,6 +6,7 @@ trainer nnUNetTrainerTiny, folds 0 and 1; nnU-Net's own predictions and fold 0's
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from nnseg_nb.ensemble import load_properties
 from nnseg_nb.evaluation import load_summary_json
 from nnseg_nb.inference import load_model
 from nnseg_nb.predict import PredictionSettings, predict_folder, predict_image, predict_validation
+from nnseg_nb.preprocessing import load_preprocessed_case
 
 FIXTURE = Path(__file__).parent / "fixtures" / "inference_model"
 DATASET = "Dataset990_TinyInfer"
@@ -91,6 +93,9 @@ def test_missing_fold_names_the_file():
 def test_validation_equals_nnunet_final_validation(tmp_path):
     model_folder = tmp_path / DATASET / MODEL.name
     shutil.copytree(MODEL, model_folder, ignore=shutil.ignore_patterns("validation"))
+    plans = json.loads((model_folder / "plans.json").read_text())  # as a lowres stage would be
+    plans["configurations"]["3d_tiny"]["next_stage"] = "3d_fullres"
+    (model_folder / "plans.json").write_text(json.dumps(plans))
     summary = predict_validation(
         model_folder,
         0,
@@ -106,6 +111,13 @@ def test_validation_equals_nnunet_final_validation(tmp_path):
     expected = load_summary_json(theirs_folder / "summary.json")
     assert summary["foreground_mean"]["Dice"] == pytest.approx(expected["foreground_mean"]["Dice"], abs=1e-3)
     assert (ours_folder / "summary.json").is_file()
+    # the next stage's input: labels on the 3d_fullres grid, as nnU-Net's resample_and_save writes them
+    _, seg, _ = load_preprocessed_case(
+        FIXTURE / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres", "tiny_003"
+    )
+    next_stage = np.load(model_folder / "predicted_next_stage" / "3d_fullres" / "tiny_003.npy")
+    assert next_stage.shape == seg.shape and next_stage.dtype == np.uint8
+    assert np.mean(next_stage == np.maximum(seg, 0)) > 0.95
 
 
 def test_cli_predicts_with_model_folder_or_dataset_and_configuration(tmp_path, monkeypatch, capsys):
