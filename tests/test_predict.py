@@ -175,3 +175,14 @@ def test_cascade_appends_the_previous_stage_one_hot(model, tmp_path):
     assert report.failed == {} and len(report.written) == 2
     report = predict_folder(cascade, IMAGES, tmp_path / "out2", tmp_path, PredictionSettings(progress=False))
     assert all("no previous-stage prediction" in message for message in report.failed.values())
+
+
+def test_spacing_far_from_the_training_data_warns(model):
+    from nnseg_nb.predict import spacing_warning
+
+    image, props = io.read_case([IMAGES / "test_006_0000.nii.gz"])
+    assert spacing_warning(model, props, "a.nii.gz") is None
+    far = {**props, "spacing": [s * 3 for s in props["spacing"]]}
+    assert "a.nii.gz: spacing" in spacing_warning(model, far, "a.nii.gz")
+    with pytest.warns(UserWarning, match="far from the training data"):
+        predict_image(model, image, far, settings=PredictionSettings(use_mirroring=False, progress=False))
