@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -119,8 +120,11 @@ def brain_inputs(work: Path, cases: int) -> tuple[Path, list]:
     return model, [0]
 
 
-def run(python: str, script: str, args: list[str]) -> dict:
-    result = subprocess.run([python, "-c", script, *args], capture_output=True, text=True)
+def run(python: str, script: str, args: list[str], threads: int | None) -> dict:
+    env = dict(os.environ)
+    if threads:  # torch's intra-op threads in both tools (nnU-Net: min(nnUNet_def_n_proc, CPUs))
+        env.update(OMP_NUM_THREADS=str(threads), nnUNet_def_n_proc=str(threads))
+    result = subprocess.run([python, "-c", script, *args], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -137,7 +141,7 @@ def agreement(a: Path, b: Path) -> float:
     return equal / total
 
 
-def benchmark(name: str, cases: int, workers: int) -> dict:
+def benchmark(name: str, cases: int, workers: int, threads: int | None) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench_predict_{name}_"))
     try:
         if name == "tiny":
@@ -154,7 +158,7 @@ def benchmark(name: str, cases: int, workers: int) -> dict:
         }
         for precision in ("auto", "fp32"):
             args = [*common, str(work / precision), json.dumps(folds), str(workers), precision, str(ROOT)]
-            rows[f"nnseg_nb ({precision})"] = run(sys.executable, OURS_RUN, args)
+            rows[f"nnseg_nb ({precision})"] = run(sys.executable, OURS_RUN, args, threads)
             rows[f"nnseg_nb ({precision})"]["voxels_equal_to_nnunet"] = agreement(
                 work / precision, work / "nnunet"
             )
@@ -170,14 +174,24 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", default=["tiny", "brain"], choices=["tiny", "brain"])
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="preprocessing/export workers, both tools")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads in both tools (default: their own defaults)"
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args()
     from nnseg_nb.inference import cpu_has_native_bf16
 
-    results = {"cpu": cpu_name(), "native_bf16": cpu_has_native_bf16(), "benchmarks": []}
-    print(f"CPU: {results['cpu']} (native bf16: {results['native_bf16']})")
+    results = {
+        "cpu": cpu_name(),
+        "native_bf16": cpu_has_native_bf16(),
+        "threads": args.threads,
+        "benchmarks": [],
+    }
+    print(
+        f"CPU: {results['cpu']} (native bf16: {results['native_bf16']}), {os.cpu_count()} CPUs, threads {args.threads}"
+    )
     for name in args.model:
-        result = benchmark(name, args.cases, args.workers)
+        result = benchmark(name, args.cases, args.workers, args.threads)
         results["benchmarks"].append(result)
         base = result["rows"]["nnunetv2"]
         print(f"\n{name}: {result['cases']} cases, folds {result['folds']}")
