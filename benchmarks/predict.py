@@ -153,7 +153,10 @@ def benchmark(name: str, cases: int, workers: int, threads: int | None) -> dict:
         common = [str(model), str(inputs)]
         rows = {
             "nnunetv2": run(
-                NNUNET_PYTHON, NNUNET_RUN, [*common, str(work / "nnunet"), json.dumps(folds), str(workers)]
+                NNUNET_PYTHON,
+                NNUNET_RUN,
+                [*common, str(work / "nnunet"), json.dumps(folds), str(workers)],
+                threads,
             )
         }
         for precision in ("auto", "fp32"):
