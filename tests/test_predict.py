@@ -186,3 +186,17 @@ def test_spacing_far_from_the_training_data_warns(model):
     assert "a.nii.gz: spacing" in spacing_warning(model, far, "a.nii.gz")
     with pytest.warns(UserWarning, match="far from the training data"):
         predict_image(model, image, far, settings=PredictionSettings(use_mirroring=False, progress=False))
+
+
+class _Anything:  # a pickled object a weights-only load must refuse
+    pass
+
+
+def test_checkpoints_load_without_running_code(tmp_path):
+    from nnseg_nb.inference import load_checkpoint
+
+    checkpoint = load_checkpoint(MODEL / "fold_0" / "checkpoint_final.pth")  # nnU-Net's, numpy inside
+    assert checkpoint["trainer_name"] == "nnUNetTrainerTiny" and "network_weights" in checkpoint
+    torch.save({"network_weights": {}, "x": _Anything()}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="bad.pth: not a loadable"):
+        load_checkpoint(tmp_path / "bad.pth")
