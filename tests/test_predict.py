@@ -182,7 +182,7 @@ def test_spacing_far_from_the_training_data_warns(model):
 
     image, props = io.read_case([IMAGES / "test_006_0000.nii.gz"])
     assert spacing_warning(model, props, "a.nii.gz") is None
-    far = {**props, "spacing": [s / 3 for s in props["spacing"]]}  # a 3x coarser grid: quick to predict
+    far = {**props, "spacing": [s / 3 for s in props["spacing"]]}  # resampled to a 3x smaller grid: quick
     assert "a.nii.gz: spacing" in spacing_warning(model, far, "a.nii.gz")
     with pytest.warns(UserWarning, match="far from the training data"):
         predict_image(model, image, far, settings=PredictionSettings(use_mirroring=False, progress=False))
