@@ -7,7 +7,7 @@ Every function takes any ``nnUNetPlans.json``, ours or nnU-Net's: as ``Plans``, 
     show_figure(patch_boxes_figure(plans, image, spacing))       # each configuration's patch on 3 slices, in mm
     show_figure(topology_figure(plans, "3d_fullres"))            # the U-Net: stages, sizes, strides, kernels
     widget = planning_widget(fingerprint, dataset_json, image, spacing)   # GPU memory + preset -> re-plan
-    display(widget); widget.show_static()
+    display(widget)    # the widget, and its static picture for viewers without it
 
 ``image`` is ``(C, Z, Y, X)`` with ``spacing`` in the reader's axis order, as ``io.read_case`` returns
 them; the figures transpose both with the plans' ``transpose_forward``. Slices are drawn in
@@ -17,6 +17,7 @@ spacing`` mm is the patch to scale.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from functools import lru_cache
@@ -27,10 +28,11 @@ from matplotlib.patches import FancyBboxPatch, Rectangle
 from scipy import ndimage
 
 from nnseg_nb import planning
+from nnseg_nb.fingerprint import SUMMATION_RTOL
 from nnseg_nb.network import RESIDUAL_ENCODER_UNET, stage_sizes
 from nnseg_nb.plans import ConfigurationPlan, Plans, as_plans
 from nnseg_nb.viz.browser import AXIS_NAMES
-from nnseg_nb.viz.overlay import figure_png, overlay_rgb, robust_window, show_figure
+from nnseg_nb.viz.overlay import display_widget, figure_png, overlay_rgb, png_size, robust_window, show_figure
 
 CONFIGURATION_COLORS = {"2d": "tab:orange", "3d_fullres": "tab:red", "3d_lowres": "tab:cyan"}
 MAIN_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
@@ -434,19 +436,43 @@ def fingerprint_figure(
 # --- comparing plans ----------------------------------------------------------------------------
 
 
+INTENSITY_KEY = "foreground_intensity_properties_per_channel"
+
+
+def _equal(a, b, rtol: float = 0.0) -> bool:
+    """Equal values; floats (anywhere inside dicts and lists) within ``rtol`` relative."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k], rtol) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y, rtol) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return (
+            isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=rtol)
+        )
+    return a == b
+
+
 def configuration_differences(
-    plans_a, plans_b, configurations: Sequence[str] | None = None
+    plans_a, plans_b, configurations: Sequence[str] | None = None, intensity_rtol: float = SUMMATION_RTOL
 ) -> dict[str, list[str]]:
     """Which keys differ, per configuration (``inherits_from`` resolved) and for the file (``"plans"``).
 
     Returns ``{"plans": [top-level keys], name: [configuration keys], ...}``; an empty list means
-    identical. A configuration only one side has is reported as ``["only in the first"]`` or
-    ``["only in the second"]``. The dataset's intensity statistics are a top-level key.
+    equal. A configuration only one side has is reported as ``["only in the first"]`` or
+    ``["only in the second"]``. The dataset's intensity statistics are a top-level key, compared
+    within ``intensity_rtol`` (their mean and std are sums of 1e8 float32 values whose order differs
+    between numpy versions, see :data:`nnseg_nb.fingerprint.SUMMATION_RTOL`); every other value must
+    be equal. Pass ``intensity_rtol=0`` for exact equality.
     """
     a, b = as_plans(plans_a), as_plans(plans_b)
     ja, jb = a.to_json(), b.to_json()
     differences = {
-        "plans": sorted(k for k in set(ja) | set(jb) if k != "configurations" and ja.get(k) != jb.get(k))
+        "plans": sorted(
+            k
+            for k in set(ja) | set(jb)
+            if k != "configurations"
+            and not _equal(ja.get(k), jb.get(k), intensity_rtol if k == INTENSITY_KEY else 0.0)
+        )
     }
     names = configurations or list(dict.fromkeys([*a.configurations, *b.configurations]))
     for name in names:
@@ -454,7 +480,7 @@ def configuration_differences(
             differences[name] = ["only in the first" if name in a.configurations else "only in the second"]
             continue
         ca, cb = a.configuration(name).to_json(), b.configuration(name).to_json()
-        differences[name] = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
+        differences[name] = sorted(k for k in set(ca) | set(cb) if not _equal(ca.get(k), cb.get(k)))
     return differences
 
 
@@ -489,6 +515,8 @@ class PlanningWidget:
         preset: ``"default"``, ``"resenc-m"``, ``"resenc-l"`` or ``"resenc-xl"``.
         gpu_memory_gb: start value (default the preset's own target).
         configurations: passed to :func:`patch_boxes_figure`.
+        dpi: the picture's size (its pixels are rendered at twice this, for sharp high-DPI screens,
+            and shown at the size of this dpi, never stretched to the output's width).
 
     Attributes: ``widget`` (the VBox), controls ``preset`` and ``gpu_memory``, ``plans`` (the current
     ``Plans``), ``text`` (the summary line per configuration). Choosing a preset moves the slider to
@@ -515,22 +543,30 @@ class PlanningWidget:
         self.image, self.spacing, self.configurations, self.dpi = image, spacing, configurations, dpi
         start = float(gpu_memory_gb or planning.PRESETS[preset].gpu_memory_target_gb)
         choices = sorted(set(GPU_MEMORY_CHOICES_GB) | {start})
+        described = {"description_width": "initial"}  # ipywidgets 8 cuts descriptions at 80 px ("GPU mem...")
         self.preset = widgets.Dropdown(
             options=[(label, key) for key, label in PRESET_LABELS.items()],
             value=preset,
             description="planner",
+            style=described,
+            layout=widgets.Layout(width="200px"),
         )
         self.gpu_memory = widgets.SelectionSlider(
             options=[(f"{g:g} GB", g) for g in choices],
             value=start,
             description="GPU memory",
             continuous_update=False,
+            readout=False,  # memory_readout instead: ipywidgets 8 cuts a readout at about 64 px
+            style=described,
+            layout=widgets.Layout(width="380px"),
         )
+        self.memory_readout = widgets.Label(layout=widgets.Layout(width="70px"))
         self.text = widgets.HTML()
         self.picture = widgets.Image(format="png")
         if image is None:
             self.picture.layout.display = "none"
-        self.widget = widgets.VBox([widgets.HBox([self.preset, self.gpu_memory]), self.text, self.picture])
+        controls = widgets.HBox([self.preset, self.gpu_memory, self.memory_readout])
+        self.widget = widgets.VBox([controls, self.text, self.picture])
         self._plan = lru_cache(maxsize=64)(self._plan_for)
         self._png = lru_cache(maxsize=64)(self._png_for)
         self._busy = False
@@ -545,7 +581,7 @@ class PlanningWidget:
         return planning.plan(self.fingerprint, self.dataset_json, settings, **self.plan_kwargs)
 
     def _png_for(self, preset: str, gpu_memory_gb: float) -> bytes:
-        return figure_png(self.figure(), dpi=self.dpi)
+        return figure_png(self.figure(), dpi=2 * self.dpi)
 
     @property
     def plans(self) -> Plans:
@@ -566,8 +602,12 @@ class PlanningWidget:
             return
         lines = self.summary_lines()
         self.text.value = "<b>" + lines[0] + "</b><br>" + "<br>".join(lines[1:])
+        self.memory_readout.value = f"{self.gpu_memory.value:g} GB"
         if self.image is not None:
-            self.picture.value = self._png(self.preset.value, float(self.gpu_memory.value))
+            png = self._png(self.preset.value, float(self.gpu_memory.value))
+            width, height = png_size(png)
+            self.picture.value = png
+            self.picture.layout.width, self.picture.layout.height = f"{width // 2}px", f"{height // 2}px"
 
     def _on_preset(self, change) -> None:
         self._busy = True
@@ -582,9 +622,15 @@ class PlanningWidget:
             show_figure(self.figure(), dpi=self.dpi)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        """The widget, with the patches as the picture for viewers that cannot show it."""
+        text = "PlanningWidget: " + "; ".join(self.summary_lines()) + " (run the cell to re-plan)"
+        png = figure_png(self.figure(), dpi=self.dpi) if self.image is not None else None
+        if png is None:
+            from IPython.display import display
 
-        display(self.widget)
+            display(self.widget)
+        else:
+            display_widget(self.widget, png, text)
 
 
 def planning_widget(
@@ -594,7 +640,7 @@ def planning_widget(
     spacing: Sequence[float] | None = None,
     **kwargs,
 ) -> PlanningWidget:
-    """A :class:`PlanningWidget`: ``display(w); w.show_static()`` in a cell tagged ``nbval-ignore-output``."""
+    """A :class:`PlanningWidget`: ``display(w)`` in a cell tagged ``nbval-ignore-output``."""
     return PlanningWidget(fingerprint, dataset_json, image, spacing, **kwargs)
 
 
