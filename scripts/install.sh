@@ -5,7 +5,7 @@
 #   scripts/install.sh --dry-run        # print the commands, run nothing
 #
 # torch comes first, and its build follows the machine: on Linux without an NVIDIA GPU (no working
-# `nvidia-smi`) it is the CPU build from PyTorch's CPU index (about 1 GB of venv instead of 6 GB with
+# `nvidia-smi`) it is the CPU build from PyTorch's CPU index (a 1.7 GB dev venv instead of 6.1 GB with
 # the CUDA libraries PyPI's Linux wheel pulls in); with a GPU, or on macOS and Windows (where PyPI's
 # wheel has no CUDA libraries), pip's default index. Then the package itself, editable, which keeps
 # that torch (it asks only for torch>=2.2). Colab does not use this: its notebooks' first cell
