@@ -51,13 +51,8 @@ from IPython.display import display
 
 from nnseg_nb import dataset, demo_data, fingerprint, io, notebook, paths, planning, resampling
 from nnseg_nb.viz import show_figure
-from nnseg_nb.viz.plans import (
-    configuration_differences,
-    fingerprint_figure,
-    patch_boxes_figure,
-    planning_widget,
-    topology_figure,
-)
+from nnseg_nb.viz.planning_widget import planning_widget
+from nnseg_nb.viz.plans import configuration_differences, fingerprint_figure, patch_boxes_figure, topology_figure
 
 print(notebook.device_summary())
 

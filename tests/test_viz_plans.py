@@ -15,12 +15,12 @@ from nnseg_nb.demo_data import build_demo_datasets
 from nnseg_nb.fingerprint import load_fingerprint
 from nnseg_nb.io import read_case, read_seg
 from nnseg_nb.viz.overlay import figure_png
+from nnseg_nb.viz.planning_widget import planning_widget
 from nnseg_nb.viz.plans import (
     configuration_differences,
     deep_supervision_weights,
     fingerprint_figure,
     patch_boxes_figure,
-    planning_widget,
     plotted_configurations,
     topology_figure,
     topology_rows,
