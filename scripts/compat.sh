@@ -53,8 +53,8 @@ if ! "${pip[@]}" --retries 0 --timeout 10 "$torch_pin" --index-url https://downl
 fi
 constraints="$venv/constraints.txt"
 printf '%s\n' "${pins[@]:1}" > "$constraints"
-"$venv/bin/python" -c "import torch; print('torch', torch.__version__)" >/dev/null
-echo "torch==$("$venv/bin/python" -c 'import torch; print(torch.__version__)')" >> "$constraints"
+# the installed distribution's version (torch.__version__ may say 2.2.0+cu121 where pip knows 2.2.0)
+echo "torch==$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("torch"))')" >> "$constraints"
 "${pip[@]}" -c "$constraints" "${pins[@]:1}"
 "${pip[@]}" -c "$constraints" -e ".[dev]"
 "$venv/bin/python" - <<'EOF'
