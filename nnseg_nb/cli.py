@@ -606,11 +606,11 @@ def _add_demo_data_parser(subparsers) -> None:
 
 def _cmd_demo_data(args) -> int:
     from nnseg_nb.demo_data import build_demo_datasets, demo_build_status, select_demo_datasets
-    from nnseg_nb.paths import describe_roots, raw_root
+    from nnseg_nb.paths import describe_roots, project_root, raw_root
 
     root = Path(args.output_root) if args.output_root else raw_root()
-    if not args.output_root:
-        print(describe_roots().splitlines()[0])  # which raw root, and why
+    if not args.output_root:  # which raw root, and why; paths below are relative to the project folder
+        print(f"project folder: {project_root()}\n{describe_roots().splitlines()[0]}")
     names = select_demo_datasets(args.only)
     current = {name for name in names if demo_build_status(root / name, args.seed) == "current"}
     try:
@@ -776,10 +776,10 @@ def _add_demo_parser(subparsers) -> None:
 
 
 def _cmd_demo(args) -> int:
-    from nnseg_nb.paths import describe_roots
+    from nnseg_nb.paths import describe_roots, project_root
     from nnseg_nb.runner import run_demo
 
-    print(describe_roots(), flush=True)
+    print(f"project folder: {project_root()}\n{describe_roots()}", flush=True)
 
     def report(entry: dict) -> None:
         print(

@@ -177,3 +177,28 @@ def test_display_hides_the_users_folders(tmp_path, monkeypatch):
         f"preprocessed: $nnUNet_preprocessed = {tmp_path / 'pre'}",
         "results:      nnseg_data/results",
     ]
+
+
+def test_cli_demo_data_in_notebooks_uses_the_clones_root(tmp_path, monkeypatch, capsys):
+    """`nnseg-nb demo-data` typed in notebooks/ writes where the notebooks' kernels read: <clone>/nnseg_data."""
+    from nnseg_nb import cli, demo_data
+
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    clone = _clone(tmp_path)
+    monkeypatch.chdir(clone / "notebooks")
+    built = []
+
+    def fake_build(root, seed, only, overwrite):
+        built.append(root)
+        return {name: root / name for name in only}
+
+    monkeypatch.setattr(demo_data, "build_demo_datasets", fake_build)
+    assert cli.main(["demo-data", "--only", "904"]) == 0
+    assert built == [clone / "nnseg_data" / "raw"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        f"project folder: {clone}",
+        "raw:          nnseg_data/raw",
+        "built      nnseg_data/raw/Dataset904_Shapes2D",
+    ]
