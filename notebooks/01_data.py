@@ -284,7 +284,7 @@ aniso_seg, _ = io.read_seg(aniso_case.label)
 print("shape (c, z, y, x):", aniso_image.shape, "| spacing (z, y, x):", [round(s, 2) for s in aniso_props["spacing"]])
 aniso_browser = SliceBrowser({"MRI": aniso_image}, labels={"organ (1) and lesion (2)": aniso_seg},
                              spacing=aniso_props["spacing"], axis=1,
-                             label_names=dataset.load_dataset_json(paths.resolve_dataset(902))["labels"])
+                             label_names=dataset.load_dataset_json(paths.find_dataset(902))["labels"])
 aniso_browser.slice.value = int(np.argmax((aniso_seg[0] == 2).sum(axis=(0, 2))))  # the Y cut with the most lesion
 aniso_browser.show_static()
 
