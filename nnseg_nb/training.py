@@ -529,6 +529,8 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
         network.parameters(), settings.initial_lr, momentum=settings.momentum,
         weight_decay=settings.weight_decay, nesterov=True,
     )  # fmt: skip
+    for group in optimizer.param_groups:  # what nnU-Net's PolyLRScheduler (an _LRScheduler) adds to its state
+        group.setdefault("initial_lr", settings.initial_lr)
     dtype = autocast_dtype(device, settings.precision)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     if compiled:
@@ -605,7 +607,7 @@ def _train_epoch(
         if not math.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss is {loss} in epoch {epoch}, iteration {i}; training stopped. The checkpoints "
-                f"of the last finished epoch ({epoch}) are kept. Try a lower initial_lr or precision='fp32'."
+                f"after {epoch} finished epochs are kept. Try a lower initial_lr or precision='fp32'."
             )
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.4f}")
