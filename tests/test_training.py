@@ -59,6 +59,7 @@ def quick(**changes) -> dataclasses.replace:
         num_workers=0,
         precision="fp32",
         progress=False,
+        validate=False,
     )
     return dataclasses.replace(base, **changes)
 
@@ -196,7 +197,7 @@ def trained(roots, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     torch.set_num_threads(1)
     result = run_train(
-        roots, results, settings=quick(num_epochs=5, iterations_per_epoch=10, val_iterations=3)
+        roots, results, settings=quick(num_epochs=5, iterations_per_epoch=10, val_iterations=3, validate=True)
     )
     return result
 
@@ -223,6 +224,10 @@ def test_run_folder_has_nnunets_layout(trained):
     lines = (fold / "training_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(5))
     assert len(list(fold.glob("training_log_*.txt"))) == 1
+    summary = json.loads(
+        (fold / "validation" / "summary.json").read_text()
+    )  # the fold's cases, predicted whole
+    assert len(summary["metric_per_case"]) == 2 and 0 <= summary["foreground_mean"]["Dice"] <= 1
     best = load_checkpoint(fold / "checkpoint_best.pth")
     assert best["_best_ema"] == max(trained.log.ema_fg_dice[: best["current_epoch"]])
 
@@ -262,7 +267,7 @@ def test_resumes_from_an_nnunetv2_checkpoint(roots, tmp_path):
 @pytest.mark.slow  # three fresh processes: ~25 s on a busy 2-core machine
 def test_kill_mid_epoch_then_continue_equals_an_uninterrupted_run(roots, tmp_path):
     args = ["--epochs", "3", "--iterations-per-epoch", "10", "--val-iterations", "1", "-np", "0"]
-    args += ["--precision", "fp32", "--quiet"]
+    args += ["--precision", "fp32", "--quiet", "--no-validation"]
     reference = cli(roots, tmp_path / "reference", *args)
     killed = cli(roots, tmp_path / "killed", *args)
     jsonl = tmp_path / "killed" / DATASET / FOLD / "training_log.jsonl"
@@ -302,7 +307,17 @@ def test_two_process_gloo_ddp(roots, tmp_path):
     }
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += ["-m", "nnseg_nb.cli", "train", DATASET, "2d_tiny", "0", "--device", "cpu", "--epochs", "2"]
-    command += ["--iterations-per-epoch", "3", "--val-iterations", "2", "-np", "0", "--precision", "fp32"]
+    command += [
+        "--iterations-per-epoch",
+        "3",
+        "--val-iterations",
+        "2",
+        "-np",
+        "0",
+        "--precision",
+        "fp32",
+        "--no-validation",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     fold = tmp_path / DATASET / FOLD
