@@ -3,7 +3,7 @@
     /work/nnunet_venv/bin/python benchmarks/augment.py --out augment.json            # synthetic volume
     /work/nnunet_venv/bin/python benchmarks/augment.py --data PREPROCESSED_FOLDER --plans nnUNetPlans.json
 
-Both libraries get the same crops of ``initial_patch_size`` (image float32, seg int16, as nnU-Net's loader
+Both libraries get the same crops of ``augment.loaded_patch_size`` (image float32, seg int16, as nnU-Net's loader
 makes them) and return the final patch with its deep-supervision targets. nnU-Net runs its own
 ``nnUNetTrainer.get_training_transforms`` sample by sample, in 1 or 2 processes of one thread each (what its
 data-loader workers do); nnseg_nb augments batches of 2 in one process with ``torch.set_num_threads(1/2)``,
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nnseg_nb import augment  # noqa: E402
+from nnseg_nb import augment, network  # noqa: E402
 
 BATCH_SIZE = 2
 
@@ -51,10 +51,10 @@ def synthetic_case(shape=(160, 192, 160), seed: int = 0) -> tuple[np.ndarray, np
 
 
 def load_case(folder: Path, case: str | None) -> tuple[np.ndarray, np.ndarray]:
-    from nnseg_nb.preprocessing import load_preprocessed_case, preprocessed_case_identifiers
+    from nnseg_nb.preprocessed import list_cases, load_case
 
-    case = case or preprocessed_case_identifiers(folder)[0]
-    data, seg, _ = load_preprocessed_case(folder, case)
+    case = case or list_cases(folder)[0]
+    data, seg, _ = load_case(folder, case)
     return np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(seg, dtype=np.int16)
 
 
@@ -92,17 +92,17 @@ def stacked_batches(image, seg, size, starts) -> list[dict]:
 def default_ds_scales(patch) -> list[list[float]]:
     """Deep-supervision scales of a plain 3D U-Net plan for this patch (halving until 4 voxels)."""
     steps = int(math.log2(min(patch) / 4))
-    return augment.deep_supervision_scales([[1] * len(patch)] + [[2] * len(patch)] * min(steps, 5))
+    return network.deep_supervision_scales([[1] * len(patch)] + [[2] * len(patch)] * min(steps, 5))
 
 
 def from_plans(path: Path, configuration: str) -> dict:
     """Patch size, deep-supervision scales and masking of a configuration (ours or nnU-Net's plans file)."""
-    from nnseg_nb.planning import load_plans
+    from nnseg_nb.plans import load_plans
 
     config = load_plans(path).configuration(configuration)  # inherits_from resolved
     return {
         "patch_size": tuple(config.patch_size),
-        "ds_scales": augment.deep_supervision_scales(config.architecture.strides),
+        "ds_scales": network.deep_supervision_scales(config.architecture.strides),
         "use_mask_for_norm": list(config.use_mask_for_norm),
     }
 
@@ -231,7 +231,7 @@ def benchmark(patch, ds_scales, use_mask, image, seg, count, rounds) -> list[dic
     """Samples per second of every setting; rounds interleave the settings, and each keeps its fastest round,
     so that other load on the machine hits both libraries alike."""
     rotation, dummy_2d, _ = augment.rotation_and_mirroring_for(patch)
-    size = augment.initial_patch_size(patch, rotation, dummy_2d=dummy_2d)
+    size = augment.loaded_patch_size(patch, rotation, dummy_2d=dummy_2d)
     starts = crop_starts(image.shape[1:], size, count)
     pipeline = nnseg_pipeline(patch, ds_scales, use_mask)
     common = (patch, ds_scales, use_mask, image, seg, size, starts)
@@ -275,7 +275,7 @@ def benchmark(patch, ds_scales, use_mask, image, seg, count, rounds) -> list[dic
         rows.append(
             {
                 "patch_size": list(patch),
-                "initial_patch_size": list(size),
+                "loaded_patch_size": list(size),
                 "device": device,
                 "cores": cores,
                 "nnseg_nb": how,

@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _equality(ours_folder: Path, theirs_folder: Path) -> dict:
     import numpy as np
 
-    from nnseg_nb.preprocessing import load_preprocessed_case, preprocessed_case_identifiers
+    from nnseg_nb.preprocessed import list_cases, load_case
 
     worst, seg_voxels, location_keys = 0.0, 0, 0
-    cases = preprocessed_case_identifiers(theirs_folder)
+    cases = list_cases(theirs_folder)
     for case in cases:
-        data, seg, properties = load_preprocessed_case(theirs_folder, case)
-        our_data, our_seg, our_properties = load_preprocessed_case(ours_folder, case)
+        data, seg, properties = load_case(theirs_folder, case)
+        our_data, our_seg, our_properties = load_case(ours_folder, case)
         worst = max(worst, float(np.abs(np.asarray(data) - our_data).max()))
         seg_voxels += int((np.asarray(seg) != our_seg).sum())
         location_keys += sum(

@@ -1,9 +1,34 @@
 """nnseg_nb: nnU-Net v2, faithful and readable, for notebooks.
 
-The library is one module per stage of nnU-Net's pipeline::
+The library is one module per stage of nnU-Net's pipeline, in the order data flows through them::
 
-    paths -> io -> dataset -> fingerprint -> planning -> preprocessing -> (training, inference, ...)
+    paths -> io -> dataset -> verify / convert -> fingerprint -> planning -> plans
+          -> preprocessing -> preprocessed -> loader -> augment -> network -> loss / splits
+          -> training -> inference -> postprocessing -> ensemble -> evaluation -> export
 
+Stages and the module of each:
+
+- ``paths``: the raw, preprocessed and results roots; finding a dataset by name or id;
+- ``io``: reading and writing images and segmentations (nnU-Net's reader/writers);
+- ``dataset``: ``dataset.json`` and the cases of a raw dataset; ``verify`` checks one, ``convert``
+  turns other layouts (MSD, ...) into one; ``demo_data`` builds the small demo datasets;
+- ``fingerprint``: spacings, shapes and foreground intensities of the training cases;
+- ``planning``: nnU-Net's experiment planner (patch, network topology, batch size per configuration)
+  and ``plan_dataset``, planning a dataset on disk; ``plans``: the plans file as dataclasses;
+- ``preprocessing`` (+ ``resampling``): crop, normalize, resample every case;
+  ``preprocessed``: a preprocessed case on disk, ours or nnU-Net's;
+- ``loader``: patches with foreground oversampling; ``augment`` (a package): nnU-Net's training
+  augmentation, batched in torch;
+- ``network``: the U-Nets and what planning needs of them (feature-map sizes, deep supervision);
+- ``loss``, ``splits``: Dice + CE with deep supervision; the five-fold cross-validation splits;
+- ``training``: the training loop (nnUNetTrainer);
+- ``inference``: sliding-window prediction with mirroring; ``postprocessing``: keeping the largest
+  component where it helps; ``ensemble``: averaging folds or configurations;
+- ``evaluation``: Dice and friends per case and class; ``export``: predictions back to the raw geometry;
+- around them: ``cli`` (the ``nnseg-nb`` command), ``notebook`` and ``runner`` (running the guided
+  notebooks), ``viz`` (figures), ``parallel`` and ``utils`` (worker processes, atomic writes).
+
+The second half (from ``loss`` on) is being added; a module named here may not exist yet in a checkout.
 Every stage reads and writes nnU-Net's own file formats, so the two tools can be mixed.
 """
 

@@ -353,8 +353,7 @@ def _plan_argument_problems(args) -> list[str]:
 
 
 def _plan_settings(args):
-    """The planner preset with the command line's changes; nnseg_nb's warnings become 'warning:' lines."""
-    import dataclasses
+    """The planner preset at the command line's GPU target; nnseg_nb's warnings become 'warning:' lines."""
     import warnings
 
     from nnseg_nb.planning import preset
@@ -364,44 +363,13 @@ def _plan_settings(args):
         settings = preset(args.planner, args.gpu_memory)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    changes = {}
-    if args.plans_name:
-        changes["plans_name"] = args.plans_name
-    elif settings.gpu_memory_target_gb != preset(args.planner).gpu_memory_target_gb:
+    if not args.plans_name and settings.gpu_memory_target_gb != preset(args.planner).gpu_memory_target_gb:
         print(
             f"note: {settings.plans_name}.json will hold a plan for {settings.gpu_memory_target_gb:g} GB; "
             "--plans-name keeps it apart from the planner's default plans",
             file=sys.stderr,
         )
-    if args.overwrite_target_spacing:
-        changes["overwrite_target_spacing"] = tuple(args.overwrite_target_spacing)
-    return dataclasses.replace(settings, **changes) if changes else settings
-
-
-def _plan_inputs_from_dataset(args, plans_name: str) -> tuple[dict, dict, str, Path, Path]:
-    """``(fingerprint, dataset_json, dataset_name, plans file, raw folder)``; the fingerprint is computed if missing."""
-    from nnseg_nb.dataset import load_dataset_json
-    from nnseg_nb.fingerprint import FINGERPRINT_FILE, ensure_fingerprint, fingerprint_path
-    from nnseg_nb.paths import find_dataset, parse_dataset_folder_name
-
-    folder = find_dataset(args.dataset)
-    try:
-        parse_dataset_folder_name(folder.name)
-        fingerprint_file = fingerprint_path(folder.name)
-    except ValueError:
-        if args.output is None:
-            raise UserError(
-                f"{folder} is not named DatasetXXX_Name, so it has no default output; give -o PLANS.json"
-            ) from None
-        fingerprint_file = Path(args.output).parent / FINGERPRINT_FILE
-    output = Path(args.output) if args.output else fingerprint_file.parent / f"{plans_name}.json"
-    dataset_json = load_dataset_json(folder)
-    if fingerprint_file.is_file():
-        print(f"fingerprint: {fingerprint_file}")
-    else:
-        print(f"fingerprint: computing {fingerprint_file}", flush=True)
-    fingerprint = ensure_fingerprint(folder, output=fingerprint_file, num_workers=args.num_workers)
-    return fingerprint, dataset_json, folder.name, output, folder
+    return settings
 
 
 def _plan_inputs_from_files(args) -> tuple[dict, dict, str | None, Path]:
@@ -436,59 +404,50 @@ def _plan_inputs_from_files(args) -> tuple[dict, dict, str | None, Path]:
     return fingerprint, dataset_json, name, Path(args.output)
 
 
-def _copy_next_to_plans(raw_folder: Path, preprocessed_folder: Path) -> None:
-    """dataset.json (always) and splits_final.json (if the raw folder has one) next to the plans, as nnU-Net."""
-    from nnseg_nb.utils import atomic_write_bytes, load_json
+def _plan_from_files(args, settings):
+    """``nnseg-nb plan --fingerprint F --dataset-json J -o PLANS.json``: a PlannedDataset-like result."""
+    from nnseg_nb.planning import merge_existing_plans, plan, save_plans
 
-    atomic_write_bytes(preprocessed_folder / "dataset.json", (raw_folder / "dataset.json").read_bytes())
-    splits, target = raw_folder / "splits_final.json", preprocessed_folder / "splits_final.json"
-    if not splits.is_file():
-        return
-    if not target.is_file():
-        atomic_write_bytes(target, splits.read_bytes())
-        return
+    fingerprint, dataset_json, dataset_name, output = _plan_inputs_from_files(args)
+    trace = []
     try:
-        as_sets = [[(set(f["train"]), set(f["val"])) for f in load_json(path)] for path in (splits, target)]
-    except (KeyError, TypeError):
-        raise UserError(f"{splits} or {target} is not a list of folds with train and val cases") from None
-    if as_sets[1][: len(as_sets[0])] != as_sets[0]:
-        raise UserError(f"{target} has other folds than {splits}; remove one of them")
+        plans = plan(fingerprint, dataset_json, settings, dataset_name=dataset_name, trace=trace)
+    except ValueError as e:
+        raise UserError(f"cannot plan {dataset_name or output.stem}: {e}") from None
+    plans, kept = merge_existing_plans(plans, output)
+    save_plans(plans, output)
+    return plans, output, kept, trace
 
 
 def _cmd_plan(args) -> int:
-    from nnseg_nb.planning import (
-        format_explanation,
-        keep_custom_configurations,
-        load_plans,
-        plan,
-        save_plans,
-        summary_lines,
-    )
+    from nnseg_nb.planning import format_explanation, plan_dataset, summary_lines, with_changes
 
     problems = _plan_argument_problems(args)
     if problems:
         raise UserError(*problems)
     settings = _plan_settings(args)
+    spacing = args.overwrite_target_spacing
     if args.dataset is not None:
-        fingerprint, dataset_json, dataset_name, output, raw_folder = _plan_inputs_from_dataset(
-            args, settings.plans_name
+        done = plan_dataset(
+            args.dataset,
+            settings,
+            plans_name=args.plans_name,
+            overwrite_target_spacing=spacing,
+            plans_file=args.output,
+            num_workers=args.num_workers,
+        )
+        print(f"fingerprint: {'computing ' if done.fingerprint_computed else ''}{done.fingerprint_file}")
+        plans, output, kept, trace, settings = (
+            done.plans,
+            done.plans_file,
+            done.kept,
+            done.trace,
+            done.settings,
         )
     else:
-        (fingerprint, dataset_json, dataset_name, output), raw_folder = _plan_inputs_from_files(args), None
-    trace = [] if args.explain else None  # plan() appends its decisions (what planning.explain returns)
-    try:
-        plans = plan(fingerprint, dataset_json, settings, dataset_name=dataset_name, trace=trace)
-    except ValueError as e:
-        raise UserError(f"cannot plan {dataset_name or output.stem}: {e}") from None
-    kept = []
-    if output.is_file():  # keep configurations someone added by hand, as nnU-Net does when it replans
-        old = load_plans(output)
-        kept = [name for name in old.configurations if name not in plans.configurations]
-        plans = keep_custom_configurations(plans, old)
-    if raw_folder is not None:  # first: nnU-Net refuses other splits before it writes anything
-        _copy_next_to_plans(raw_folder, output.parent)
-    save_plans(plans, output)
-    if trace:
+        settings = with_changes(settings, plans_name=args.plans_name, overwrite_target_spacing=spacing)
+        plans, output, kept, trace = _plan_from_files(args, settings)
+    if args.explain:
         print(format_explanation(trace) + "\n")
     print(f"wrote {output} ({settings.planner_name}, {settings.gpu_memory_target_gb:g} GB GPU target)")
     print("\n".join(summary_lines(plans, kept)))
@@ -503,8 +462,8 @@ def _add_preprocess_parser(subparsers) -> None:
         "preprocess",
         help="crop, normalize and resample a dataset (nnUNetv2_preprocess)",
         description="Preprocess every training case as nnU-Net's DefaultPreprocessor "
-        "does, into <output>/<data_identifier>/<case>.npy, <case>_seg.npy "
-        "and <case>.json. Cases already done with the same plans and "
+        "does, into <output>/<data_identifier>/<case>.npy, <case>_seg.npy, "
+        "<case>_class_locations.npz and <case>.json. Cases already done with the same plans and "
         "source files are skipped unless --overwrite.",
     )
     parser.add_argument("dataset", help="raw dataset: folder, DatasetXXX_Name, Name or id")

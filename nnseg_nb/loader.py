@@ -1,15 +1,15 @@
 """Patch sampling with foreground oversampling, as nnU-Net's ``nnUNetDataLoader`` does it.
 
-    settings = SamplerSettings(patch_size=(40, 56, 40), initial_patch_size=(73, 80, 64), batch_size=2)
+    settings = SamplerSettings(patch_size=(40, 56, 40), loaded_patch_size=(73, 80, 64), batch_size=2)
     batch = sample_batch(folder, case_ids, settings, batch_rng(seed=0, batch_index=0))
     batch["image"].shape, batch["seg"].shape   # (2, C, 73, 80, 64) float32, (2, 1, 73, 80, 64) int16
     batches = iter(make_dataloader(folder, case_ids, settings, num_workers=2, seed=0))
     batch = next(batches)                      # the same batch, built in a worker process
     batches = background_batches(folder, case_ids, settings, seed=0)   # ... or by a thread
 
-The loader only reads and crops: each batch holds the larger *initial* patch, raw (image padded
-with 0, labels with -1). Augmentation runs afterwards, batched on the training device, and
-center-crops to ``patch_size`` (``augment.py``).
+The loader only reads and crops: each batch holds the larger *loaded* patch, raw (image padded
+with 0, labels with ``OUTSIDE_LABEL`` -1). Augmentation runs afterwards, batched on the training
+device, and center-crops to ``patch_size`` (``nnseg_nb.augment``).
 
 Randomness: batch ``k`` of a stream is drawn from its own generator, ``batch_rng(seed, k)``. The
 stream is therefore a function of ``seed`` alone: the same with 0, 1 or 8 workers (or threads)
@@ -25,17 +25,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from nnseg_nb.preprocessing import ClassKey, load_preprocessed_case, open_b2nd, read_case_properties
+from nnseg_nb.preprocessed import CaseArrays, ClassKey, open_case, read_class_locations
+from nnseg_nb.preprocessing import OUTSIDE_LABEL
 
-# Fill values for voxels of a patch that lie outside the volume: image 0, labels -1, the same
-# "outside" label the preprocessing gives background outside the nonzero mask.
+# Fill value for image voxels of a patch that lie outside the volume; labels get OUTSIDE_LABEL (-1),
+# the "outside" label the preprocessing gives background outside the nonzero mask.
 IMAGE_PAD_VALUE = 0
-SEG_PAD_VALUE = -1
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,9 @@ class SamplerSettings:
     """
 
     patch_size: tuple[int, ...]  # final patch the network sees: (Z, Y, X), or (Y, X) for 2D
-    initial_patch_size: tuple[int, ...] | None = (
-        None  # larger patch loaded so rotation has context; None: patch_size (val)
-    )
+    # the larger patch cut so that rotation and scaling have context (augment.loaded_patch_size);
+    # None: patch_size (validation)
+    loaded_patch_size: tuple[int, ...] | None = None
     batch_size: int = 2
     oversample_foreground_percent: float = (
         0.33  # the last ~33% of each batch is centred on a foreground voxel
@@ -62,9 +61,9 @@ class SamplerSettings:
     def __post_init__(self):
         if len(self.patch_size) not in (2, 3):
             raise ValueError(f"patch_size must have 2 (2D) or 3 (3D) entries, got {self.patch_size}")
-        if self.initial_patch_size is not None and len(self.initial_patch_size) != len(self.patch_size):
+        if self.loaded_patch_size is not None and len(self.loaded_patch_size) != len(self.patch_size):
             raise ValueError(
-                f"initial_patch_size {self.initial_patch_size} and patch_size {self.patch_size} "
+                f"loaded_patch_size {self.loaded_patch_size} and patch_size {self.patch_size} "
                 "must have the same number of axes"
             )
         if self.batch_size < 1 or not 0 <= self.oversample_foreground_percent <= 1:
@@ -75,24 +74,24 @@ class SamplerSettings:
         return len(self.patch_size) == 2
 
     @property
-    def loaded_patch_size(self) -> tuple[int, int, int]:
-        """The patch cut from the 3D volume: the initial patch, with a leading 1 for 2D."""
-        patch = tuple(self.initial_patch_size or self.patch_size)
+    def loaded_patch_size_3d(self) -> tuple[int, int, int]:
+        """The patch cut from the 3D volume: ``loaded_patch_size``, with a leading 1 for 2D."""
+        patch = tuple(self.loaded_patch_size or self.patch_size)
         return (1, *patch) if self.is_2d else patch
 
     @property
     def need_to_pad(self) -> tuple[int, int, int]:
-        """How far beyond the volume a random patch may reach, in total per axis: ``initial - final``.
+        """How far beyond the volume a random patch may reach, in total per axis: ``loaded - final``.
 
         So the final patch, cut from the centre after augmentation, can still reach the border.
         0 along the slice axis of a 2D patch. (nnU-Net 2.8.1 does this for 2D too; some earlier
-        versions padded 2D patches by 0, replacing the final patch by ``(1, *initial)``.)
+        versions padded 2D patches by 0, replacing the final patch by ``(1, *loaded)``.)
 
-        >>> SamplerSettings(patch_size=(56, 40), initial_patch_size=(65, 65)).need_to_pad
+        >>> SamplerSettings(patch_size=(56, 40), loaded_patch_size=(65, 65)).need_to_pad
         (0, 9, 25)
         """
         final = (1, *self.patch_size) if self.is_2d else tuple(self.patch_size)
-        return tuple(int(i) - int(p) for i, p in zip(self.loaded_patch_size, final))
+        return tuple(int(i) - int(p) for i, p in zip(self.loaded_patch_size_3d, final))
 
     def forced_foreground(self) -> list[bool]:
         """Which positions of a batch are forced to foreground: ``j >= round(bs * (1 - percent))``.
@@ -169,7 +168,7 @@ def choose_lower_corner(
     padding covers it). With an ignore label, unforced patches are centred on an annotated voxel,
     so a patch is never entirely unlabelled.
     """
-    patch = settings.loaded_patch_size
+    patch = settings.loaded_patch_size_3d
     lbs, ubs = lower_corner_bounds(shape, patch, settings.need_to_pad)
     selected = None
     if forced:
@@ -221,95 +220,10 @@ def crop_and_pad(
 # --------------------------------------------------------------------------------------------
 
 
-class CaseArrays(NamedTuple):
-    """Arrays to cut patches from: numpy memory maps, or opened blosc2 arrays for nnU-Net's ``.b2nd``
-    (both slice like numpy and read only what a slice touches)."""
-
-    data: np.ndarray  # (C, Z, Y, X) float32
-    seg: np.ndarray  # (1, Z, Y, X) int16
-    previous_seg: np.ndarray | None  # (1, Z, Y, X) previous-stage prediction (cascade), or None
-
-
-def _require(file: Path, what: str) -> Path:
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: {what} not found")
-    return file
-
-
-def open_case(folder: str | Path, case: str, previous_stage_folder: str | Path | None = None) -> CaseArrays:
-    """Open a preprocessed case; ``<case>.npy`` / ``<case>_seg.npy`` are memory-mapped, not read, and
-    nnU-Net's ``.b2nd`` files are opened so that a patch decompresses only the chunks it touches.
-
-    nnU-Net's ``.npz`` files are read whole, through ``preprocessing.load_preprocessed_case``.
-    ``previous_stage_folder`` holds ``<case>.npy`` (memory-mapped), ``<case>.b2nd`` (nnU-Net 2.8's
-    ``predicted_next_stage`` files) or ``<case>.npz`` (key ``seg``) predictions on the same grid,
-    (Z, Y, X) or (1, Z, Y, X).
-    """
-    folder = Path(folder)
-    if (folder / f"{case}.npy").is_file():  # ours, or nnU-Net's unpacked .npz
-        data = np.load(folder / f"{case}.npy", mmap_mode="r")
-        seg = np.load(_require(folder / f"{case}_seg.npy", f"segmentation of case {case!r}"), mmap_mode="r")
-    elif (folder / f"{case}.b2nd").is_file():  # nnU-Net 2.6+
-        data = open_b2nd(folder / f"{case}.b2nd")
-        seg = open_b2nd(_require(folder / f"{case}_seg.b2nd", f"segmentation of case {case!r}"))
-    else:
-        data, seg, _ = load_preprocessed_case(folder, case)
-    if data.ndim != 4 or seg.shape != (1, *data.shape[1:]):
-        raise ValueError(
-            f"{folder / case}: expected image (C, Z, Y, X) and seg (1, Z, Y, X), "
-            f"got {data.shape} and {seg.shape}"
-        )
-    previous = None
-    if previous_stage_folder is not None:
-        previous = _open_previous_seg(Path(previous_stage_folder), case, data.shape[1:])
-    return CaseArrays(data, seg, previous)
-
-
-def _open_previous_seg(folder: Path, case: str, shape: tuple[int, ...]) -> np.ndarray:
-    npy, b2nd, npz = folder / f"{case}.npy", folder / f"{case}.b2nd", folder / f"{case}.npz"
-    if npy.is_file():
-        previous = np.load(npy, mmap_mode="r")
-    elif b2nd.is_file():
-        previous = open_b2nd(b2nd)
-        previous = (
-            previous[...] if previous.ndim == len(shape) else previous
-        )  # (Z, Y, X): read, to add the axis
-    elif npz.is_file():
-        with np.load(npz) as archive:
-            previous = archive["seg"] if "seg" in archive else archive[archive.files[0]]
-    else:
-        raise FileNotFoundError(
-            f"{npy}: previous-stage segmentation of case {case!r} not found (.npy, .b2nd or .npz)"
-        )
-    if previous.shape == shape:
-        previous = previous[None]
-    if previous.shape != (1, *shape):
-        raise ValueError(
-            f"{folder / case}: previous-stage segmentation has shape {previous.shape}, "
-            f"the case has {shape}; it must be on the same preprocessed grid"
-        )
-    return previous
-
-
-def read_class_locations(folder: str | Path, case: str) -> dict[ClassKey, np.ndarray]:
-    """A case's ``class_locations``: ``{label or region tuple: (N, 4) int array of [0, z, y, x]}``."""
-    file = Path(folder) / f"{case}.json"
-    if file.is_file():
-        properties = read_case_properties(file)
-    else:  # nnU-Net's folder: <case>.pkl
-        file = Path(folder) / f"{case}.pkl"
-        properties = load_preprocessed_case(folder, case)[2]
-    if "class_locations" not in properties:
-        raise ValueError(
-            f"{file}: no 'class_locations'; preprocess the case again to sample foreground patches"
-        )
-    return properties["class_locations"]
-
-
 class CaseReader:
     """Opens cases of one folder and reads their class locations, remembering the last ``cache_size``.
 
-    Opening a memory map and parsing a JSON sidecar cost more than cutting a small patch, so a
+    Opening a memory map and reading the class locations cost more than cutting a small patch, so a
     stream keeps recent cases open (a memory map holds a file handle, not the data). Cases read
     whole (nnU-Net's ``.npz`` files) are not kept.
     """
@@ -360,14 +274,14 @@ def sample_batch(
     Returns:
         dict with ``image`` (B, C, *patch) float32 and ``seg`` (B, S, *patch) int16 tensors (S = 2 for
         the cascade: seg channel 1 is the previous stage's prediction), where ``patch`` is the loaded
-        (initial) patch, without the slice axis for 2D; ``case_ids`` (B names);
+        patch, without the slice axis for 2D; ``case_ids`` (B names);
         ``forced_foreground`` (B,) bool; ``crop_boxes`` (B, 3, 2) half-open boxes in the 3D volume;
         ``selected_classes`` (the class each patch was centred on, None for a random patch).
     """
     if len(case_ids) == 0:
         raise ValueError("sample_batch needs at least one case")
     reader = source if isinstance(source, CaseReader) else CaseReader(source, settings.previous_stage_folder)
-    patch = settings.loaded_patch_size
+    patch = settings.loaded_patch_size_3d
     chosen = [case_ids[i] for i in rng.integers(len(case_ids), size=settings.batch_size)]
     forced_flags = settings.forced_foreground()
     image, seg = None, None
@@ -385,9 +299,9 @@ def sample_batch(
         )
         box = [[lo, lo + p] for lo, p in zip(corner, patch)]
         crop_and_pad(arrays.data, box, IMAGE_PAD_VALUE, out=image[j].numpy())
-        crop_and_pad(arrays.seg, box, SEG_PAD_VALUE, out=seg[j, :1].numpy())
+        crop_and_pad(arrays.seg, box, OUTSIDE_LABEL, out=seg[j, :1].numpy())
         if arrays.previous_seg is not None:
-            crop_and_pad(arrays.previous_seg, box, SEG_PAD_VALUE, out=seg[j, 1:].numpy())
+            crop_and_pad(arrays.previous_seg, box, OUTSIDE_LABEL, out=seg[j, 1:].numpy())
         boxes.append(box)
         selected_classes.append(selected)
     if settings.is_2d:  # drop the singleton slice axis: (B, C, 1, Y, X) -> (B, C, Y, X)
@@ -454,7 +368,7 @@ def make_dataloader(
 
     Make one iterator and keep it (``batches = iter(loader)``, then ``next(batches)`` per step);
     a new iterator starts the stream again at ``first_batch``. Workers persist between iterators.
-    A worker hands each batch over through shared memory, a copy that for the large initial patch
+    A worker hands each batch over through shared memory, a copy that for the large loaded patch
     can cost more than cutting it (about 1 ms per MB on a 2-core machine); ``background_batches``
     builds the same stream in threads without that copy.
 
@@ -496,7 +410,7 @@ def background_batches(
 
     Cutting a patch is mostly a memory copy, which numpy does without holding the GIL, so threads
     overlap with the training step. Unlike worker processes, they hand batches over without copying
-    them through shared memory, which matters here because the batches hold the large initial patch.
+    them through shared memory, which matters here because the batches hold the large loaded patch.
 
     Args:
         threads: threads building batches; ``prefetch`` batches per thread are built ahead.

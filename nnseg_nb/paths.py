@@ -119,8 +119,3 @@ def find_dataset(name_or_id: str | int | os.PathLike, root: Path | None = None) 
         raise FileNotFoundError(f"{as_path}: no such dataset folder")
     root = raw_root() if root is None else Path(root)
     return root / dataset_name(name_or_id, roots=[root])
-
-
-def resolve_dataset(name_or_id: str | int | os.PathLike) -> Path:
-    """The raw folder of a dataset named by path, ``DatasetXXX_Name``, ``Name`` or id (see :func:`find_dataset`)."""
-    return find_dataset(name_or_id)

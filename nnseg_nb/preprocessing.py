@@ -3,8 +3,8 @@
     data, props = io.read_case(case.images)                     # (C, Z, Y, X) float32
     seg, _ = io.read_seg(case.label)                            # (1, Z, Y, X)
     data, seg, properties = preprocess_case(data, seg, props, plans, "3d_fullres", dataset_json)
-    preprocess_dataset("Dataset004_Hippocampus", ["3d_fullres"])  # every case -> <case>.npy/_seg.npy/.json
-    data, seg, properties = load_preprocessed_case(folder, "hippocampus_001")  # ours or nnU-Net's files
+    preprocess_dataset("Dataset004_Hippocampus", ["3d_fullres"])  # every case -> <folder>/<case>.* files
+    data, seg, properties = preprocessed.load_case(folder, "hippocampus_001")  # reading: nnseg_nb.preprocessed
 
 The order of the steps is nnU-Net's (``run_case_npy``): cast to float32, transpose to the plan's
 axis order, crop to the nonzero box, compute the new shape, normalize (before resampling, so the
@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import shutil
 import tempfile
 import warnings
@@ -36,12 +35,14 @@ from nnseg_nb.dataset import Case, find_cases, load_dataset_json
 from nnseg_nb.parallel import map_in_processes
 from nnseg_nb.paths import find_dataset, preprocessed_root
 from nnseg_nb.plans import ConfigurationPlan, Plans, as_plans  # noqa: F401  (as_plans re-exported)
+from nnseg_nb.preprocessed import ClassKey, is_up_to_date, save_case
 from nnseg_nb.resampling import RESAMPLING_FUNCTIONS, compute_new_shape
-from nnseg_nb.utils import atomic_save_npy, atomic_write_bytes, load_json, to_builtin
+from nnseg_nb.utils import to_builtin
 
 # Label given to background voxels outside the nonzero mask: normalization and augmentation use it
-# to tell "outside the body" from "background inside the body"; it becomes 0 right before the loss.
-OUTSIDE_MASK_LABEL = -1
+# to tell "outside the body" from "background inside the body"; the loader pads with it, augmentation
+# too, and it becomes 0 right before the loss. The one home of this number: the others import it.
+OUTSIDE_LABEL = -1
 # Normalization divides by max(std, EPS) so a constant image does not become NaN (nnU-Net: 1e-8 for float32).
 EPS = 1e-8
 # class_locations: nnU-Net's fixed seed, at least 10,000 voxels per class (all if fewer), or 1% if that is more.
@@ -51,9 +52,8 @@ CLASS_LOCATIONS_MIN_FRACTION = 0.01
 # nnU-Net's default number of worker processes per configuration (nnUNetv2_preprocess -np).
 DEFAULT_NUM_WORKERS = {"2d": 8, "3d_fullres": 4, "3d_lowres": 8}
 # Bump when the output of preprocessing changes, so that stored cases are redone.
-FORMAT_VERSION = 1
-
-ClassKey = int | tuple[int, ...]  # a foreground label, or a region (the union of its labels)
+# 2: class locations moved from <case>.json to <case>_class_locations.npz.
+FORMAT_VERSION = 2
 
 
 # --- crop to nonzero ---------------------------------------------------------------------------
@@ -99,10 +99,10 @@ def crop_to_nonzero(
     data = data[(slice(None), *box)]
     mask = mask[box][None]
     if seg is None:
-        seg = np.where(mask, np.int8(0), np.int8(OUTSIDE_MASK_LABEL))
+        seg = np.where(mask, np.int8(0), np.int8(OUTSIDE_LABEL))
     else:
         seg = seg[(slice(None), *box)].copy()
-        seg[(seg == 0) & ~mask] = OUTSIDE_MASK_LABEL
+        seg[(seg == 0) & ~mask] = OUTSIDE_LABEL
     return data, seg, bbox
 
 
@@ -398,145 +398,6 @@ def preprocess_case(
     return data.astype(np.float32, copy=False), seg, properties
 
 
-# --- preprocessed files: ours (<case>.npy, <case>_seg.npy, <case>.json) and nnU-Net's ----------------
-
-
-def class_locations_to_json(class_locations: dict[ClassKey, np.ndarray]) -> dict[str, list]:
-    """JSON-ready class locations: keys as nnU-Net prints them (``"1"``, ``"(1, 2)"``), values as lists."""
-    return {
-        str(key): np.asarray(value, dtype=np.int64).reshape(-1, 4).tolist()
-        for key, value in class_locations.items()
-    }
-
-
-def parse_class_key(key: str | int | tuple) -> ClassKey:
-    """A ``class_locations`` key read from JSON: ``"2"`` -> 2, ``"(1, 2)"`` or ``"[1, 2]"`` -> (1, 2).
-
-    >>> parse_class_key("2"), parse_class_key("(-1, 0, 1)"), parse_class_key("(3,)")
-    (2, (-1, 0, 1), (3,))
-    """
-    if isinstance(key, (int, tuple)):
-        return key
-    text = key.strip()
-    if text[:1] in "([" and text[-1:] in ")]":
-        return tuple(int(v) for v in text[1:-1].split(",") if v.strip())
-    return int(text)
-
-
-def class_locations_from_json(class_locations: dict) -> dict[ClassKey, np.ndarray]:
-    """Inverse of :func:`class_locations_to_json`: int/tuple keys, (N, 4) int64 arrays."""
-    return {
-        parse_class_key(key): np.asarray(value, dtype=np.int64).reshape(-1, 4)
-        for key, value in class_locations.items()
-    }
-
-
-def _case_json_text(properties: dict) -> str:
-    # One line per property (and per class of class_locations), so the file stays readable and small.
-    lines = []
-    for key, value in properties.items():
-        if key == "class_locations":
-            inner = [
-                f"        {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
-                for k, v in class_locations_to_json(value).items()
-            ]
-            text = "{\n" + ",\n".join(inner) + "\n    }" if inner else "{}"
-        else:
-            text = json.dumps(to_builtin(value))
-        lines.append(f"    {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
-
-
-def read_case_properties(path: str | os.PathLike) -> dict:
-    """A case's ``.json`` properties, with ``class_locations`` as int/tuple keys and (N, 4) arrays."""
-    properties = load_json(path)
-    if "class_locations" in properties:
-        properties["class_locations"] = class_locations_from_json(properties["class_locations"])
-    return properties
-
-
-def save_preprocessed_case(
-    folder: str | os.PathLike, case: str, data: np.ndarray, seg: np.ndarray, properties: dict
-) -> None:
-    """Write ``<case>.npy`` (float32), ``<case>_seg.npy`` (int16) and, last, ``<case>.json`` (atomically)."""
-    folder = Path(folder)
-    atomic_save_npy(folder / f"{case}.npy", data.astype(np.float32, copy=False))
-    atomic_save_npy(folder / f"{case}_seg.npy", seg.astype(np.int16, copy=False))
-    atomic_write_bytes(folder / f"{case}.json", _case_json_text(properties).encode())
-
-
-def _nnunet_properties(path: Path) -> dict:
-    # nnU-Net pickles its properties (numpy arrays inside). Only open folders you trust: pickle runs code.
-    with open(path, "rb") as f:
-        properties = pickle.load(f)
-    class_locations = properties.pop("class_locations", None)
-    properties = to_builtin(properties)
-    if class_locations is not None:
-        properties["class_locations"] = {
-            key: np.asarray(value, dtype=np.int64).reshape(-1, 4) for key, value in class_locations.items()
-        }
-    return properties
-
-
-def open_b2nd(path: str | os.PathLike):
-    """A ``.b2nd`` array (nnU-Net 2.6+'s blosc2 files) opened, not read: slicing it decompresses only the
-    chunks the slice touches (``shape``, ``ndim`` and ``dtype`` as numpy's). Needs ``blosc2``."""
-    try:
-        import blosc2
-    except ImportError:
-        raise ImportError(
-            f"{path}: reading nnU-Net's .b2nd files needs blosc2; install it with `pip install blosc2`"
-        ) from None
-    mmap = {} if os.name == "nt" else {"mmap_mode": "r"}  # as nnU-Net: blosc2 cannot memory-map on Windows
-    return blosc2.open(urlpath=str(path), mode="r", dparams={"nthreads": 1}, **mmap)
-
-
-def read_b2nd(path: str | os.PathLike) -> np.ndarray:
-    """A whole ``.b2nd`` array, decompressed (see :func:`open_b2nd`)."""
-    return open_b2nd(path)[...]
-
-
-def _nnunet_arrays(folder: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
-    if (folder / f"{case}.npy").is_file() and (folder / f"{case}_seg.npy").is_file():  # unpacked .npz
-        return np.load(folder / f"{case}.npy", mmap_mode="r"), np.load(
-            folder / f"{case}_seg.npy", mmap_mode="r"
-        )
-    if (folder / f"{case}.b2nd").is_file():
-        return read_b2nd(folder / f"{case}.b2nd"), read_b2nd(folder / f"{case}_seg.b2nd")
-    if (folder / f"{case}.npz").is_file():
-        with np.load(folder / f"{case}.npz") as arrays:
-            return arrays["data"], arrays["seg"]
-    raise FileNotFoundError(f"{folder}: no arrays for case {case!r} (.npy, .b2nd or .npz)")
-
-
-def load_preprocessed_case(folder: str | os.PathLike, case: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One preprocessed case, from our files or from an nnU-Net preprocessed folder.
-
-    Ours: ``<case>.npy``/``<case>_seg.npy`` memory-mapped, ``<case>.json``. nnU-Net's: ``<case>.pkl``
-    with ``.b2nd`` (needs blosc2), ``.npz`` or unpacked ``.npy``. Either way ``properties`` holds lists
-    and numbers, and ``class_locations`` int/tuple keys with (N, 4) int64 arrays.
-    """
-    folder = Path(folder)
-    if (folder / f"{case}.json").is_file():
-        data = np.load(folder / f"{case}.npy", mmap_mode="r")
-        seg = np.load(folder / f"{case}_seg.npy", mmap_mode="r")
-        return data, seg, read_case_properties(folder / f"{case}.json")
-    if (folder / f"{case}.pkl").is_file():
-        data, seg = _nnunet_arrays(folder, case)
-        return data, seg, _nnunet_properties(folder / f"{case}.pkl")
-    raise FileNotFoundError(f"{folder}: no preprocessed case {case!r} (neither {case}.json nor {case}.pkl)")
-
-
-def preprocessed_case_identifiers(folder: str | os.PathLike) -> list[str]:
-    """Sorted identifiers of the cases in a preprocessed folder (ours: ``.json``; nnU-Net's: ``.pkl``)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such preprocessed folder")
-    return sorted(
-        p.stem for p in folder.iterdir() if p.suffix in (".json", ".pkl") and not p.name.startswith(".")
-    )
-
-
 # --- a whole dataset -------------------------------------------------------------------------------
 
 
@@ -555,7 +416,8 @@ class PreprocessedConfiguration:
 def preprocessing_key(plans: Plans, configuration_name: str, dataset_json: dict, case: Case) -> str:
     """A hash of everything a preprocessed case depends on: the plan's relevant settings and the source files.
 
-    Stored in the case's JSON; a case whose stored key matches is not preprocessed again.
+    Stored in the case's JSON (``preprocessed.save_case``); a case whose stored key matches is not
+    preprocessed again (``preprocessed.is_up_to_date``).
     """
     configuration = plans.configuration(configuration_name)
     settings = (
@@ -577,17 +439,6 @@ def preprocessing_key(plans: Plans, configuration_name: str, dataset_json: dict,
         "files": [[str(Path(p).resolve()), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in files],
     }
     return hashlib.sha256(json.dumps(to_builtin(payload), sort_keys=True).encode()).hexdigest()
-
-
-def _is_up_to_date(folder: Path, case: str, key: str) -> bool:
-    files = [folder / f"{case}.json", folder / f"{case}.npy", folder / f"{case}_seg.npy"]
-    if not all(f.is_file() for f in files):
-        return False
-    # The key is the first property we write (its own line), so there is no need to parse the class
-    # locations below it; anything else (an older or damaged file) is simply redone.
-    with open(files[0], "rb") as f:
-        head = f.read(200)
-    return f'\n    "preprocessing_key": "{key}",\n'.encode() in head
 
 
 class _CaseJob(NamedTuple):
@@ -612,9 +463,7 @@ def _preprocess_and_save(job: _CaseJob) -> str:
         )
     except ValueError as e:
         raise ValueError(f"case {case.identifier}: {e}") from None
-    save_preprocessed_case(
-        job.folder, case.identifier, data, seg, {"preprocessing_key": job.key, **properties}
-    )
+    save_case(job.folder, case.identifier, data, seg, properties, preprocessing_key=job.key)
     return case.identifier
 
 
@@ -701,7 +550,7 @@ def preprocess_dataset(
         jobs = []
         for case in cases.values():
             key = preprocessing_key(plans, configuration_name, dataset_json, case)
-            if not overwrite and _is_up_to_date(folder, case.identifier, key):
+            if not overwrite and is_up_to_date(folder, case.identifier, key):
                 result.up_to_date.append(case.identifier)
             else:
                 jobs.append(_CaseJob(case, folder, plans, configuration_name, dataset_json, key))

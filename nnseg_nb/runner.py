@@ -44,7 +44,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nnseg_nb.notebook import RESULTS_FILE, read_results
 from nnseg_nb.utils import atomic_write_json, to_builtin
@@ -64,6 +64,9 @@ _GUIDED_NOTEBOOK = re.compile(r"^\d{2}_[^.]+\.(py|ipynb)$")
 # --- results and errors -------------------------------------------------------------------------
 
 
+RunStatus = Literal["ok", "error"]  # status.json also says "running" while a run is under way
+
+
 @dataclass
 class RunResult:
     """What one notebook run left behind. ``results`` is its results.json (None if it wrote none)."""
@@ -72,7 +75,7 @@ class RunResult:
     output: str
     cwd: str
     parameters: dict
-    status: str = "ok"  # "ok" or "error"
+    status: RunStatus = "ok"
     duration_s: float = 0.0
     results: dict | None = None
     error: str | None = None

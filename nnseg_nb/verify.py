@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -48,7 +48,9 @@ from .parallel import map_in_processes
 from .paths import find_dataset, parse_dataset_folder_name
 from .utils import load_json
 
-ERROR, WARNING = "error", "warning"
+Severity = Literal["error", "warning"]
+ERROR: Severity = "error"
+WARNING: Severity = "warning"
 # Keys nnU-Net reads besides the required ones, and descriptive keys that MSD / nnU-Net write.
 OPTIONAL_KEYS = ("regions_class_order", "dataset", "overwrite_image_reader_writer")
 DESCRIPTIVE_KEYS = (
@@ -73,7 +75,7 @@ _DETACHED_DATA_ENDINGS = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz"
 class Problem:
     """One thing wrong with a dataset: ``severity`` is ``"error"`` or ``"warning"``, ``file`` the path concerned."""
 
-    severity: str
+    severity: Severity
     file: str
     message: str
 
@@ -446,7 +448,7 @@ def _cases_from_folders(
 
 
 def _scan_images_folder(
-    images_dir: Path, file_ending: str, problems: _Problems, severity: str
+    images_dir: Path, file_ending: str, problems: _Problems, severity: Severity
 ) -> dict[str, dict[int, Path]]:
     """``{case: {channel index: file}}`` of ``{case}_{XXXX}{ending}`` files; reports every other file."""
     pattern = channel_file_pattern(file_ending)
@@ -506,7 +508,7 @@ def _check_channel_files(
     dataset_json: dict,
     file_ending: str,
     problems: _Problems,
-    severity: str,
+    severity: Severity,
 ) -> set[str]:
     """Report missing and extra ``_XXXX`` files; return the cases whose files are complete."""
     report = problems.error if severity == ERROR else problems.warning

@@ -70,30 +70,27 @@ print("profile:", profile)
 # The demo datasets are built once (a few seconds) into the raw root. Notebook 01 looked at the
 # fingerprint and notebook 02 at the planner; here we only need their results: the plans say, per
 # configuration, the target spacing, the normalization scheme of each channel and how to resample.
-# Both files go to the dataset's preprocessed folder, where `nnseg-nb plan` writes them too.
+# `planning.plan_dataset` writes both to the dataset's preprocessed folder: it is what `nnseg-nb plan`
+# runs, so this folder is the one the command would make.
 
 # %%
 from pathlib import Path
 
 import torch
 
-from nnseg_nb import augment, dataset as datasets, demo_data, io, loader, paths, planning, preprocessing
-from nnseg_nb.fingerprint import ensure_fingerprint
+from nnseg_nb import augment, dataset as datasets, demo_data, io, loader, network, paths, planning, preprocessed, preprocessing
+from nnseg_nb.fingerprint import ensure_fingerprint, load_fingerprint
 from nnseg_nb.viz import show_figure
 
 folders = demo_data.build_demo_datasets(paths.raw_root(), progress=False)
 print("demo datasets:", ", ".join(folders))
 
-raw_folder = paths.resolve_dataset(dataset)
+raw_folder = paths.find_dataset(dataset)
 dataset_name = raw_folder.name
 dataset_json = datasets.load_dataset_json(raw_folder)
 cases = datasets.find_cases(raw_folder, dataset_json)
-fingerprint = ensure_fingerprint(dataset_name, num_workers=num_workers, progress=False)
-plans = planning.plan(fingerprint, dataset_json, dataset_name=dataset_name)
-plans_file = paths.preprocessed_root() / dataset_name / f"{plans.plans_name}.json"
-if plans_file.is_file():  # keep configurations another run added, as `nnseg-nb plan` does
-    plans = planning.keep_custom_configurations(plans, planning.load_plans(plans_file))
-planning.save_plans(plans, plans_file)
+planned = planning.plan_dataset(dataset_name, num_workers=num_workers, progress=False)  # = `nnseg-nb plan`
+plans, fingerprint = planned.plans, load_fingerprint(planned.fingerprint_file)
 print(f"{dataset_name}: {len(cases)} training cases, channels {dataset_json['channel_names']}, "
       f"labels {dataset_json['labels']}")
 print("\n".join(planning.summary_lines(plans)))
@@ -169,7 +166,7 @@ show_figure(intensity_histograms({"raw": channel, "z-score, whole scan": whole, 
 
 # %%
 ct_name = "Dataset903_MultiChannel"
-ct_folder = paths.resolve_dataset(ct_name)
+ct_folder = paths.find_dataset(ct_name)
 ct_json = datasets.load_dataset_json(ct_folder)
 ct_properties = ensure_fingerprint(ct_name, num_workers=num_workers, progress=False)[
     "foreground_intensity_properties_per_channel"]["0"]
@@ -255,23 +252,24 @@ show_figure(preprocessing_figure_for_case(cases[resample_case], plans, configura
 # %%
 results = preprocessing.preprocess_dataset(dataset_name, configuration, plans=plans, num_workers=num_workers,
                                            progress=False)
-preprocessed = results[0]
-case_ids = preprocessing.preprocessed_case_identifiers(preprocessed.folder)
-print(f"{configuration}: {len(case_ids)} cases in {preprocessed.folder.relative_to(paths.preprocessed_root())}")
+prepared = results[0]
+case_ids = preprocessed.list_cases(prepared.folder)
+print(f"{configuration}: {len(case_ids)} cases in {prepared.folder.relative_to(paths.preprocessed_root())}")
 
 # %% tags=["nbval-ignore-output"]
-print(f"{len(preprocessed.processed)} preprocessed now, {len(preprocessed.up_to_date)} up to date, in {preprocessed.folder}")
+print(f"{len(prepared.processed)} preprocessed now, {len(prepared.up_to_date)} up to date, in {prepared.folder}")
 
 # %% [markdown]
 # One case on disk: the image as float32 `(C, Z, Y, X)`, the labels as int16 `(1, Z, Y, X)` (-1
-# outside the nonzero mask), and a JSON with the geometry needed to undo all of it after prediction,
-# plus `class_locations`: a sample of voxel coordinates of each foreground class, which is how the
-# loader finds foreground without scanning the volume.
+# outside the nonzero mask), a small JSON with the geometry needed to undo all of it after prediction,
+# and `class_locations` (in their own `.npz`): a sample of voxel coordinates of each foreground class,
+# which is how the loader finds foreground without scanning the volume. `nnseg_nb.preprocessed` reads
+# these files, and nnU-Net's own preprocessed folders too.
 
 # %%
 example = case_ids[0]
-print("files:", sorted(p.name for p in preprocessed.folder.glob(f"{example}*")))
-image, labels, properties = preprocessing.load_preprocessed_case(preprocessed.folder, example)
+print("files:", sorted(p.name for p in prepared.folder.glob(f"{example}*")))
+image, labels, properties = preprocessed.load_case(prepared.folder, example)
 print(f"image {image.dtype} {image.shape}, labels {labels.dtype} {labels.shape}, "
       f"label values {np.unique(labels).tolist()}")
 for key in ("spacing", "shape_before_cropping", "bbox_used_for_cropping", "shape_after_cropping_and_before_resampling"):
@@ -280,7 +278,7 @@ for key in ("spacing", "shape_before_cropping", "bbox_used_for_cropping", "shape
 for key, locations in properties["class_locations"].items():
     print(f"  class_locations[{key}]: {len(locations)} voxels of {int((labels == key).sum())}, "
           f"e.g. (channel, z, y, x) {locations[0].tolist()}")
-shapes = [list(preprocessing.load_preprocessed_case(preprocessed.folder, c)[0].shape[1:]) for c in case_ids]
+shapes = [list(preprocessed.load_case(prepared.folder, c)[0].shape[1:]) for c in case_ids]
 print("preprocessed shapes: median", np.median(shapes, axis=0).tolist(), " min", np.min(shapes, axis=0).tolist(),
       " max", np.max(shapes, axis=0).tolist())
 
@@ -291,11 +289,11 @@ print("preprocessed shapes: median", np.median(shapes, axis=0).tolist(), " min",
 # of every batch** to be centred on a foreground voxel: which positions are forced is fixed,
 # `j >= round(batch_size * (1 - 0.33))`, and a forced patch picks a class present in the case, then
 # one of its `class_locations`. With this plan's batch size of 2 that is one patch of two, more than
-# a third. The loader cuts the larger *initial* patch, so that rotating it still fills the final one.
+# a third. The loader cuts the larger *loaded* patch, so that rotating it still fills the final one.
 
 # %%
 rotation_range, dummy_2d, mirror_axes = augment.rotation_and_mirroring_for(plan.patch_size)
-loaded_size = augment.initial_patch_size(plan.patch_size, rotation_range, dummy_2d=dummy_2d)
+loaded_size = augment.loaded_patch_size(plan.patch_size, rotation_range, dummy_2d=dummy_2d)
 print(f"patch {plan.patch_size}, loaded {loaded_size}; rotation ±{np.degrees(rotation_range[1]):.0f}°, "
       f"dummy 2D {dummy_2d}, mirror axes {mirror_axes}")
 for batch_size in (2, 3, 6, 12):
@@ -305,8 +303,8 @@ for batch_size in (2, 3, 6, 12):
 # %%
 from nnseg_nb.viz.sampling import patch_sampling_figure
 
-sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), initial_patch_size=loaded_size, batch_size=6)
-batch = loader.sample_batch(preprocessed.folder, case_ids, sampler, loader.batch_rng(seed, 0))
+sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), loaded_patch_size=loaded_size, batch_size=6)
+batch = loader.sample_batch(prepared.folder, case_ids, sampler, loader.batch_rng(seed, 0))
 for j, (case, forced, selected) in enumerate(zip(batch["case_ids"], batch["forced_foreground"].tolist(),
                                                   batch["selected_classes"])):
     seg_patch = batch["seg"][j]
@@ -315,7 +313,7 @@ for j, (case, forced, selected) in enumerate(zip(batch["case_ids"], batch["force
           f"outside the volume or mask {(seg_patch < 0).float().mean().item():.1%}")
 forced_fraction = float(batch["forced_foreground"].float().mean())
 print(f"forced to foreground: {forced_fraction:.3f} of the batch")
-show_figure(patch_sampling_figure(batch, preprocessed.folder, patch_size=plan.patch_size, columns=3), dpi=60)
+show_figure(patch_sampling_figure(batch, prepared.folder, patch_size=plan.patch_size, columns=3), dpi=60)
 
 # %% [markdown]
 # ## 6 · Augmentation
@@ -347,7 +345,7 @@ show_figure(gallery, dpi=75)
 # scales come from the pooling strides: here the slice axis is pooled later than the in-plane axes.
 
 # %%
-scales = augment.deep_supervision_scales(plan.architecture.strides)
+scales = network.deep_supervision_scales(plan.architecture.strides)
 (draw,) = draw_augmentations(batch["image"][j], batch["seg"][j], pipeline, [seed], device)
 print("strides:", plan.architecture.strides)
 print("target shapes:", [tuple(round(n * s) for n, s in zip(plan.patch_size, scale)) for scale in scales])
@@ -369,9 +367,9 @@ import time
 
 training = augment.training_pipeline(plan.patch_size, rotation_range, mirror_axes, dummy_2d,
                                      use_mask_for_norm=plan.use_mask_for_norm, deep_supervision_scales=scales)
-timing_sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), initial_patch_size=loaded_size,
+timing_sampler = loader.SamplerSettings(patch_size=tuple(plan.patch_size), loaded_patch_size=loaded_size,
                                         batch_size=plan.batch_size)
-timing_batches = [loader.sample_batch(preprocessed.folder, case_ids, timing_sampler, loader.batch_rng(seed, k))
+timing_batches = [loader.sample_batch(prepared.folder, case_ids, timing_sampler, loader.batch_rng(seed, k))
                   for k in range(timed_batches + 1)]
 generator = torch.Generator().manual_seed(seed)
 

@@ -15,6 +15,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from nnseg_nb import augment as A
+from nnseg_nb import network
+from nnseg_nb.augment import intensity as A_intensity
+from nnseg_nb.augment import spatial as A_spatial
+from nnseg_nb.preprocessing import OUTSIDE_LABEL
 
 FIXTURES = Path(__file__).parent / "fixtures" / "augment"
 N = 4000  # samples for the probability checks: 4 sigma of a fraction is at most 4 * sqrt(.25 / N) = 0.032
@@ -65,18 +69,18 @@ def no_augmentation() -> A.AugmentSettings:
         ((56, 40), (65, 65)),
     ],
 )
-def test_initial_patch_size_reference_examples(patch, expected):
+def test_loaded_patch_size_reference_examples(patch, expected):
     rotation, dummy_2d, _ = A.rotation_and_mirroring_for(patch)
-    assert A.initial_patch_size(patch, rotation, dummy_2d=dummy_2d) == expected
+    assert A.loaded_patch_size(patch, rotation, dummy_2d=dummy_2d) == expected
 
 
 @pytest.mark.skipif(not (FIXTURES / "initial_patch_sizes.npz").exists(), reason="no fixture")
-def test_initial_patch_size_matches_nnunet_fixture():
+def test_loaded_patch_size_matches_nnunet_fixture():
     cases = np.load(FIXTURES / "initial_patch_sizes.npz", allow_pickle=False)
     for patch, expected in zip(cases["patch_sizes"], cases["initial_patch_sizes"]):
         patch = tuple(int(i) for i in patch if i > 0)
         rotation, dummy_2d, _ = A.rotation_and_mirroring_for(patch)
-        assert A.initial_patch_size(patch, rotation, dummy_2d=dummy_2d) == tuple(
+        assert A.loaded_patch_size(patch, rotation, dummy_2d=dummy_2d) == tuple(
             int(i) for i in expected[: len(patch)]
         )
 
@@ -97,7 +101,7 @@ def test_rotation_and_mirroring_rules():
 
 
 def test_deep_supervision_scales():
-    scales = A.deep_supervision_scales([[1, 1], [2, 2], [2, 2], [2, 1]])
+    scales = network.deep_supervision_scales([[1, 1], [2, 2], [2, 2], [2, 1]])
     assert scales == [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]]
 
 
@@ -147,7 +151,9 @@ def test_affine_is_rz_ry_rx_s():
     ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
     rz = np.array([[math.cos(z), -math.sin(z), 0], [math.sin(z), math.cos(z), 0], [0, 0, 1]])
     expected = rz @ ry @ rx @ np.diag([s, s, s])
-    np.testing.assert_allclose(A._rotation_scaling_matrices(angles, scales)[0].numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(
+        A_spatial._rotation_scaling_matrices(angles, scales)[0].numpy(), expected, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize(
@@ -225,7 +231,7 @@ def spatial_params(angles, scale, warp=True):
         "scale": torch.tensor([False]),
         "angles": angles,
         "scales": scales,
-        "affine": A._rotation_scaling_matrices(angles, scales),
+        "affine": A_spatial._rotation_scaling_matrices(angles, scales),
     }
 
 
@@ -303,8 +309,8 @@ def test_label_sampling_matches_per_label_interpolation(spatial, patch):
     seg = torch.stack([blobs(spatial, labels=(1, 2, 3), seed=s) for s in range(3)])
     t = A.SpatialTransform(patch, rotation_range=(-1.0, 1.0), p_rotation=1, p_scaling=1)
     params = t.sample({"image": seg.float()}, gen(3))
-    centered = A._centered_coordinates(params["affine"], patch, seg.float())
-    ours = A._sample_labels(seg, [0, 1, 2], params["affine"], patch)
+    centered = A_spatial._centered_coordinates(params["affine"], patch, seg.float())
+    ours = A_spatial._sample_labels(seg, [0, 1, 2], params["affine"], patch)
     reference = nnunet_style_labels(seg, centered)
     assert (ours != reference).float().mean() < 2e-4  # float rounding may flip a near-tie, nothing more
     assert set(torch.unique(ours).tolist()) <= {-1, 0, 1, 2, 3}
@@ -388,7 +394,7 @@ def test_noise_std_and_channels_share_sigma():
 
 def reflect_blur(x: torch.Tensor, sigma: float, axis: int) -> torch.Tensor:
     """batchgeneratorsv2's blur_dimension, rewritten: truncate 6 sigma, odd size, reflect padding."""
-    k = A._gaussian_kernel_size(sigma)
+    k = A_intensity._gaussian_kernel_size(sigma)
     offsets = torch.linspace(-(k - 1) / 2, (k - 1) / 2, k)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
@@ -399,7 +405,14 @@ def reflect_blur(x: torch.Tensor, sigma: float, axis: int) -> torch.Tensor:
 
 def test_gaussian_kernel_sizes():
     # round(6 sigma + .5) to the nearest odd number (half to even first): 3, 5 or 7 in nnU-Net's range
-    assert [A._gaussian_kernel_size(s) for s in (0.5, 0.58, 0.7, 0.75, 0.92, 1.0)] == [3, 3, 5, 5, 7, 7]
+    assert [A_intensity._gaussian_kernel_size(s) for s in (0.5, 0.58, 0.7, 0.75, 0.92, 1.0)] == [
+        3,
+        3,
+        5,
+        5,
+        7,
+        7,
+    ]
 
 
 def test_blur_matches_reflect_padded_separable_convolution():
@@ -574,7 +587,7 @@ def test_regions_with_ignore_label_last():
 
 def test_deep_supervision_pyramid():
     seg = torch.randint(0, 3, (2, 1, 16, 20, 12), dtype=torch.int16)
-    scales = A.deep_supervision_scales([[1, 1, 1], [2, 2, 2], [1, 2, 2], [2, 2, 2]])
+    scales = network.deep_supervision_scales([[1, 1, 1], [2, 2, 2], [1, 2, 2], [2, 2, 2]])
     targets = A.DownsampleSegForDS(scales)({"seg": seg}, gen())["seg"]
     assert [t.shape[2:] for t in targets] == [(16, 20, 12), (8, 10, 6), (8, 5, 3)]
     assert targets[0] is seg and all(t.dtype == torch.int16 for t in targets)
@@ -756,7 +769,7 @@ def test_no_augmentation_is_center_crop_and_label_cleanup():
 @pytest.mark.parametrize("patch, loaded_seg_channels", [((16, 16, 16), 1), ((4, 24, 20), 1), ((20, 18), 2)])
 def test_training_pipeline_end_to_end(patch, loaded_seg_channels):
     rotation, dummy_2d, mirror_axes = A.rotation_and_mirroring_for(patch)
-    loaded = A.initial_patch_size(patch, rotation, dummy_2d=dummy_2d)
+    loaded = A.loaded_patch_size(patch, rotation, dummy_2d=dummy_2d)
     batch = make_batch(loaded, b=3, seg_channels=loaded_seg_channels)
     scales = [[1.0] * len(patch), [0.5] * len(patch)]
     pipeline = A.training_pipeline(
@@ -800,7 +813,7 @@ def test_training_pipeline_end_to_end(patch, loaded_seg_channels):
 def test_same_seed_same_batch_and_different_seed_different():
     patch = (12, 12, 12)
     rotation, _, mirror_axes = A.rotation_and_mirroring_for(patch)
-    batch = make_batch(A.initial_patch_size(patch, rotation), b=4)
+    batch = make_batch(A.loaded_patch_size(patch, rotation), b=4)
     pipeline = A.training_pipeline(patch, rotation, mirror_axes)
     first, again = A.augment(batch, pipeline, gen(5)), A.augment(batch, pipeline, gen(5))
     other = A.augment(batch, pipeline, gen(6))
@@ -837,7 +850,7 @@ def test_cuda_gives_the_cpu_result():
     """The same seed draws the same parameters on either device; without per-voxel noise, the same batch."""
     patch = (16, 16, 16)
     rotation, _, mirror_axes = A.rotation_and_mirroring_for(patch)
-    batch = make_batch(A.initial_patch_size(patch, rotation), b=4)
+    batch = make_batch(A.loaded_patch_size(patch, rotation), b=4)
     settings = dataclasses.replace(A.NNUNET_DEFAULTS, p_noise=0.0, p_rotation=0.5, p_scaling=0.5, p_blur=0.5)
     pipeline = A.training_pipeline(
         patch, rotation, mirror_axes, settings=settings, deep_supervision_scales=[[1] * 3]
@@ -858,8 +871,8 @@ def test_label_scores_one_pass_equals_one_pass_per_label():
     weights = torch.rand(8, 5000, generator=generator) * 1000
     weights[:, :100] = 125.0  # exact ties: every corner weighs the same
     renamed = torch.where(candidates == 2, 40, candidates).to(torch.int16)
-    best, winner, score = A._label_scores(candidates, weights)
-    best_long, winner_long, score_long = A._label_scores(renamed, weights)
+    best, winner, score = A_spatial._label_scores(candidates, weights)
+    best_long, winner_long, score_long = A_spatial._label_scores(renamed, weights)
     assert torch.equal(best, best_long)
     assert torch.equal(torch.where(winner == 2, 40, winner).to(torch.int16), winner_long)
     assert torch.equal(score(candidates[0]), score_long(renamed[0]))
@@ -898,7 +911,7 @@ def _spatial_record(t: A.SpatialTransform) -> list[dict]:
         "center_deformation": True,
         "mode_image": "bilinear",
         "padding_mode_image": "zeros",
-        "padding_value_seg": A.OUTSIDE_LABEL,
+        "padding_value_seg": OUTSIDE_LABEL,
         "padding_value_image": 0,
         "align_corners": False,
     }

@@ -17,10 +17,9 @@ from nnseg_nb.loader import (
     choose_lower_corner,
     lower_corner_bounds,
     make_dataloader,
-    open_case,
-    read_class_locations,
     sample_batch,
 )
+from nnseg_nb.preprocessed import open_case, read_class_locations
 
 
 def class_locations_of(seg, keys):
@@ -64,7 +63,7 @@ def batches(folder, cases, settings, seed, n):
 def test_forced_positions_follow_nnunet_rounding(tmp_path, batch_size, forced):
     blob_case(tmp_path)
     for initial in [(24, 24, 24), None]:  # training and validation loaders alike
-        settings = SamplerSettings(patch_size=(16, 16, 16), initial_patch_size=initial, batch_size=batch_size)
+        settings = SamplerSettings(patch_size=(16, 16, 16), loaded_patch_size=initial, batch_size=batch_size)
         assert [j for j, f in enumerate(settings.forced_foreground()) if f] == forced
         batch = sample_batch(tmp_path, ["blob"], settings, batch_rng(0, 0))
         assert batch["forced_foreground"].nonzero().flatten().tolist() == forced
@@ -74,11 +73,11 @@ def test_forced_patches_have_the_class_at_their_centre(tmp_path):
     blob_case(tmp_path, at=(10, 12, 25))
     settings = SamplerSettings(
         patch_size=(8, 12, 16),
-        initial_patch_size=(12, 18, 22),
+        loaded_patch_size=(12, 18, 22),
         batch_size=4,
         oversample_foreground_percent=1.0,
     )
-    centre = tuple(p // 2 for p in settings.loaded_patch_size)
+    centre = tuple(p // 2 for p in settings.loaded_patch_size_3d)
     for batch in batches(tmp_path, ["blob"], settings, seed=3, n=25):
         assert batch["forced_foreground"].all()
         assert (batch["seg"][(slice(None), 0, *centre)] == 1).all()
@@ -127,7 +126,7 @@ def test_random_patches_cover_the_bounds_and_pad_image_0_seg_minus_1(tmp_path):
 def test_random_corners_are_uniform_within_lb_ub(tmp_path):
     write_case(tmp_path, "big", ramp((30, 12, 10)), np.zeros((1, 30, 12, 10)))
     settings = SamplerSettings(
-        patch_size=(8, 8, 8), initial_patch_size=(12, 8, 8), batch_size=8, oversample_foreground_percent=0.0
+        patch_size=(8, 8, 8), loaded_patch_size=(12, 8, 8), batch_size=8, oversample_foreground_percent=0.0
     )
     corners = np.concatenate(
         [b["crop_boxes"][:, :, 0].numpy() for b in batches(tmp_path, ["big"], settings, 1, 100)]
@@ -157,7 +156,7 @@ def test_2d_patches_come_from_3d_volumes_without_the_slice_axis(tmp_path):
     seg = np.zeros((1, *shape), np.int16)
     seg[0, 3, 10, 12] = 2
     write_case(tmp_path, "vol", data, seg, keys=(2,))
-    settings = SamplerSettings(patch_size=(12, 16), initial_patch_size=(16, 20), batch_size=3)
+    settings = SamplerSettings(patch_size=(12, 16), loaded_patch_size=(16, 20), batch_size=3)
     assert settings.is_2d and settings.need_to_pad == (0, 4, 4)  # no padding along the slice axis
     corners = set()
     for batch in batches(tmp_path, ["vol"], settings, seed=0, n=30):
@@ -262,7 +261,7 @@ def test_same_seed_same_batches_through_the_dataloader_with_workers(tmp_path):
     cases = [f"case{i}" for i in range(5)]
     settings = SamplerSettings(
         patch_size=(8, 8, 8),
-        initial_patch_size=(10, 10, 12),
+        loaded_patch_size=(10, 10, 12),
         batch_size=3,
         oversample_foreground_percent=0.67,
     )
@@ -329,7 +328,7 @@ def test_sampling_picture_draws_one_box_per_sample_and_marks_forced_ones(tmp_pat
     from nnseg_nb.viz.sampling import FORCED_COLOR, patch_sampling_figure
 
     blob_case(tmp_path)
-    settings = SamplerSettings(patch_size=(8, 8, 8), initial_patch_size=(12, 12, 12), batch_size=5)
+    settings = SamplerSettings(patch_size=(8, 8, 8), loaded_patch_size=(12, 12, 12), batch_size=5)
     batch = sample_batch(tmp_path, ["blob"], settings, batch_rng(0, 0))
     fig = patch_sampling_figure(batch, tmp_path, patch_size=settings.patch_size, columns=3)
     panels = [ax for ax in fig.axes if ax.images]
@@ -346,14 +345,15 @@ def test_sampling_picture_draws_one_box_per_sample_and_marks_forced_ones(tmp_pat
 def test_reads_cases_written_by_preprocessing_and_nnunet_folders(tmp_path):
     import pickle
 
-    from nnseg_nb.preprocessing import sample_class_locations, save_preprocessed_case
+    from nnseg_nb.preprocessed import save_case
+    from nnseg_nb.preprocessing import sample_class_locations
 
     shape = (12, 14, 16)
     seg = np.zeros((1, *shape), np.int16)
     seg[0, 6, 7, 8] = 2
     keys = [1, 2, (1, 2)]
     properties = {"spacing": [1.0, 1.0, 1.0], "class_locations": sample_class_locations(seg, keys)}
-    save_preprocessed_case(tmp_path / "ours", "c", ramp(shape), seg, properties)
+    save_case(tmp_path / "ours", "c", ramp(shape), seg, properties)
     # nnU-Net's legacy folder: <case>.npz (data, seg) + <case>.pkl, read whole (no .npy to map)
     (tmp_path / "nnunet").mkdir()
     np.savez(tmp_path / "nnunet" / "c.npz", data=ramp(shape), seg=seg)
@@ -374,7 +374,7 @@ GET_BBOX = json.loads((Path(__file__).parent / "fixtures" / "loader" / "get_bbox
 
 def _settings(record, **kw):
     return SamplerSettings(
-        patch_size=tuple(record["final"]), initial_patch_size=tuple(record["initial"]), **kw
+        patch_size=tuple(record["final"]), loaded_patch_size=tuple(record["initial"]), **kw
     )
 
 
@@ -392,7 +392,7 @@ def test_nnunet_parity_forced_positions():
 )
 def test_nnunet_parity_bounds(record):
     settings = _settings(record)
-    assert lower_corner_bounds(record["shape"], settings.loaded_patch_size, settings.need_to_pad) == (
+    assert lower_corner_bounds(record["shape"], settings.loaded_patch_size_3d, settings.need_to_pad) == (
         record["lbs"],
         record["ubs"],
     )

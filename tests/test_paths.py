@@ -9,7 +9,6 @@ from nnseg_nb.paths import (
     find_dataset,
     list_datasets,
     parse_dataset_folder_name,
-    resolve_dataset,
 )
 
 ENV_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -72,7 +71,6 @@ def test_list_datasets_only_lists_dataset_folders(raw, tmp_path):
 )
 def test_find_dataset_by_full_name_name_or_id(raw, query):
     assert find_dataset(query) == raw / "Dataset004_Hippocampus"
-    assert resolve_dataset(query) == raw / "Dataset004_Hippocampus"
 
 
 def test_find_dataset_by_path(raw, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.ndimage import map_coordinates
 
-from nnseg_nb import io, resampling
+from nnseg_nb import io, preprocessed, resampling
 from nnseg_nb import preprocessing as pp
 from nnseg_nb.cli import main
 from nnseg_nb.dataset import write_dataset_json
@@ -299,9 +299,9 @@ def test_class_locations_take_one_percent_of_a_huge_class():
 
 def test_class_locations_json_round_trip():
     locations = {1: np.array([[0, 1, 2, 3]]), (-1, 0, 1): np.zeros((0, 4), np.int64)}
-    as_json = json.loads(json.dumps(pp.class_locations_to_json(locations)))
+    as_json = json.loads(json.dumps(preprocessed.class_locations_to_json(locations)))
     assert as_json == {"1": [[0, 1, 2, 3]], "(-1, 0, 1)": []}
-    back = pp.class_locations_from_json(as_json)
+    back = preprocessed.class_locations_from_json(as_json)
     assert list(back) == [1, (-1, 0, 1)] and back[(-1, 0, 1)].shape == (0, 4)
 
 
@@ -384,8 +384,8 @@ def test_preprocess_dataset_writes_nnunet_layout(tiny_dataset):
     results = pp.preprocess_dataset("Dataset901_Tiny", ["3d_fullres"], num_workers=1, progress=False)
     folder = tiny_dataset.parents[1] / "preprocessed" / "Dataset901_Tiny" / "nnUNetPlans_3d_fullres"
     assert results[0].folder == folder and results[0].processed == ["tiny_000", "tiny_001"]
-    assert pp.preprocessed_case_identifiers(folder) == ["tiny_000", "tiny_001"]
-    data, seg, properties = pp.load_preprocessed_case(folder, "tiny_000")
+    assert preprocessed.list_cases(folder) == ["tiny_000", "tiny_001"]
+    data, seg, properties = preprocessed.load_case(folder, "tiny_000")
     assert isinstance(data, np.memmap) and data.dtype == np.float32 and seg.dtype == np.int16
     assert data.shape == (1, 6, 11, 11)  # cropped (4, 14, 14) at (3, .8, .8) -> (2, 1, 1) spacing
     assert properties["spacing"] == pytest.approx([3.0, 0.8, 0.8])
@@ -407,7 +407,7 @@ def test_preprocess_dataset_writes_nnunet_layout(tiny_dataset):
 
 def test_2d_keeps_the_slice_axis(tiny_dataset):
     (result,) = pp.preprocess_dataset(tiny_dataset, "2d", num_workers=1, progress=False)
-    data, _, _ = pp.load_preprocessed_case(result.folder, "tiny_001")
+    data, _, _ = preprocessed.load_case(result.folder, "tiny_001")
     assert data.shape == (1, 4, 11, 11)
 
 
@@ -505,8 +505,8 @@ def test_reads_nnunet_preprocessed_folders(tmp_path, packed):
         np.ones((1, 4, 5, 6), np.int16),
     )
     _nnunet_style_folder(tmp_path / "f", data, seg, packed)
-    assert pp.preprocessed_case_identifiers(tmp_path / "f") == ["c1"]
-    loaded, loaded_seg, properties = pp.load_preprocessed_case(tmp_path / "f", "c1")
+    assert preprocessed.list_cases(tmp_path / "f") == ["c1"]
+    loaded, loaded_seg, properties = preprocessed.load_case(tmp_path / "f", "c1")
     np.testing.assert_array_equal(loaded, data)
     np.testing.assert_array_equal(loaded_seg, seg)
     assert properties["spacing"] == [1.0, 2.0, 2.0] and properties["shape_before_cropping"] == [4, 5, 6]
@@ -524,9 +524,9 @@ def test_reads_the_b2nd_folder_nnunet_writes():
     folder = NNUNET_FOLDER / "nnUNetPlans_3d_fullres"
     reference = np.load(NNUNET_FOLDER / "reference.npz")
     reference_properties = json.loads((NNUNET_FOLDER / "reference.json").read_text())
-    assert pp.preprocessed_case_identifiers(folder) == ["tiny_a", "tiny_b"]
+    assert preprocessed.list_cases(folder) == ["tiny_a", "tiny_b"]
     for case in ("tiny_a", "tiny_b"):
-        data, seg, properties = pp.load_preprocessed_case(folder, case)
+        data, seg, properties = preprocessed.load_case(folder, case)
         assert data.dtype == np.float32 and seg.dtype == np.int16
         np.testing.assert_array_equal(data, reference[f"{case}/data"])
         np.testing.assert_array_equal(seg, reference[f"{case}/seg"])
@@ -542,7 +542,7 @@ def test_samples_patches_from_an_nnunet_b2nd_folder_with_its_previous_stage():
 
     folder = NNUNET_FOLDER / "nnUNetPlans_3d_fullres"
     reference = np.load(NNUNET_FOLDER / "reference.npz")
-    arrays = loader.open_case(
+    arrays = preprocessed.open_case(
         folder, "tiny_a", previous_stage_folder=NNUNET_FOLDER / "predicted_previous_stage"
     )
     np.testing.assert_array_equal(arrays.previous_seg, reference["tiny_a/previous"])
@@ -563,9 +563,9 @@ def test_b2nd_patches_equal_patches_of_the_same_case_as_npy(tmp_path):
     folder, previous = NNUNET_FOLDER / "nnUNetPlans_3d_fullres", NNUNET_FOLDER / "predicted_previous_stage"
     (tmp_path / "previous").mkdir()
     for case in ("tiny_a", "tiny_b"):
-        data, seg, properties = pp.load_preprocessed_case(folder, case)
-        pp.save_preprocessed_case(tmp_path / "ours", case, np.asarray(data), np.asarray(seg), properties)
-        np.save(tmp_path / "previous" / f"{case}.npy", pp.read_b2nd(previous / f"{case}.b2nd"))
+        data, seg, properties = preprocessed.load_case(folder, case)
+        preprocessed.save_case(tmp_path / "ours", case, np.asarray(data), np.asarray(seg), properties)
+        np.save(tmp_path / "previous" / f"{case}.npy", preprocessed.read_b2nd(previous / f"{case}.b2nd"))
     for patch in [(8, 16, 16), (1, 12, 30)]:  # inside, and leaving the volume
         settings = loader.SamplerSettings(patch_size=patch, batch_size=4, previous_stage_folder=previous)
         from_b2nd = loader.sample_batch(folder, ["tiny_a", "tiny_b"], settings, np.random.default_rng(5))
@@ -592,9 +592,9 @@ def test_b2nd_without_blosc2_says_what_to_install(tmp_path, monkeypatch):
     (tmp_path / "c1.b2nd").write_bytes(b"")
     (tmp_path / "c1.pkl").write_bytes(pickle.dumps({}))
     with pytest.raises(ImportError, match="pip install blosc2"):
-        pp.load_preprocessed_case(tmp_path, "c1")
+        preprocessed.load_case(tmp_path, "c1")
     with pytest.raises(FileNotFoundError, match="no preprocessed case 'c2'"):
-        pp.load_preprocessed_case(tmp_path, "c2")
+        preprocessed.load_case(tmp_path, "c2")
 
 
 def test_cli_preprocess(tiny_dataset, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nnseg_nb import augment
+from nnseg_nb import augment, network
 from nnseg_nb.viz import figure_png
 from nnseg_nb.viz.augment import (
     augmentation_gallery,
@@ -23,7 +23,7 @@ PATCH = (8, 24, 20)
 def patch():
     """A loaded (initial-size) patch: a bright ball (label 1) with a core (label 2), -1 at one border."""
     rotation, dummy_2d, mirror_axes = augment.rotation_and_mirroring_for(PATCH)
-    loaded = augment.initial_patch_size(PATCH, rotation, dummy_2d=dummy_2d)
+    loaded = augment.loaded_patch_size(PATCH, rotation, dummy_2d=dummy_2d)
     z, y, x = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in loaded], indexing="ij")
     radius = np.sqrt((z / 3) ** 2 + (y / 8) ** 2 + (x / 6) ** 2)
     seg = np.where(radius < 0.5, 2, np.where(radius < 1, 1, 0)).astype(np.int16)[None]
@@ -103,7 +103,7 @@ def test_gallery_png_is_reproducible_and_seed_dependent(patch, tmp_path):
 def test_deep_supervision_figure_panels_and_shapes(tmp_path):
     seg = torch.zeros(1, *PATCH, dtype=torch.int16)
     seg[0, 2:6, 6:18, 5:15] = 1
-    scales = augment.deep_supervision_scales([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]])
+    scales = network.deep_supervision_scales([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]])
     fig = deep_supervision_figure(seg, scales)
     assert len(fig.axes) == len(scales) == 3
     expected = [(24, 20), (12, 10), (6, 5)]

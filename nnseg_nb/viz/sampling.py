@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from nnseg_nb.loader import open_case
+from nnseg_nb.preprocessed import open_case
 from nnseg_nb.viz.overlay import overlay_rgb, robust_window
 
 FORCED_COLOR = "tab:red"
