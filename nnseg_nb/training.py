@@ -15,7 +15,7 @@ pseudo Dice; its moving average picks ``checkpoint_best.pth``. The learning rate
 schedule, set at the start of each epoch.
 
 Everything random is a function of ``(seed, stream, batch index)``: batch ``k`` of the training stream is
-cut with ``loader.batch_rng(stream seed, k)`` and augmented with ``batch_generator(seed, TRAIN, k)``, and
+cut with ``loader.batch_rng(stream seed, k)`` and augmented with ``augment.batch_generator(stream seed, k)``, and
 epoch ``e`` holds batches ``e * iterations_per_epoch ...``. A run resumed from ``checkpoint_latest.pth``
 (written atomically after every epoch) therefore draws the batches the uninterrupted run would have drawn.
 
@@ -58,7 +58,7 @@ from nnseg_nb.loss import build_loss, tp_fp_fn
 from nnseg_nb.network import build_network, deep_supervision_scales, network_channels
 from nnseg_nb.paths import dataset_name, preprocessed_root, results_root
 from nnseg_nb.plans import ConfigurationPlan, Plans, load_plans
-from nnseg_nb.preprocessing import preprocessed_case_identifiers
+from nnseg_nb.preprocessed import list_cases
 from nnseg_nb.splits import load_fold
 from nnseg_nb.utils import atomic_write_bytes, atomic_write_json, load_json
 
@@ -185,9 +185,9 @@ def stream_seed(seed: int, stream: int, rank: int = 0) -> int:
 
 
 def batch_generator(seed: int, stream: int, batch_index: int, rank: int = 0) -> torch.Generator:
-    """The CPU generator that augments batch ``batch_index`` of a stream (a function of its arguments only)."""
-    state = np.random.SeedSequence([seed, stream, rank, batch_index]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+    """The CPU generator that augments batch ``batch_index`` of a stream: ``augment.batch_generator`` seeded
+    with the stream's seed, so a batch's patches and its augmentation both follow from (seed, stream, index)."""
+    return aug.batch_generator(stream_seed(seed, stream, rank), batch_index)
 
 
 # --- distributed training --------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def find_training_inputs(
     plans = load_plans(plans_file)
     config = plans.configuration(configuration)  # names the available ones if missing
     data_folder = folder / config.data_identifier
-    if not data_folder.is_dir() or not preprocessed_case_identifiers(data_folder):
+    if not data_folder.is_dir() or not list_cases(data_folder):
         raise FileNotFoundError(
             f"{data_folder}: not preprocessed; run first: nnseg-nb preprocess {name} -c {configuration}"
             + (f" --plans {plans_file}" if plans_name != "nnUNetPlans" else "")
@@ -545,7 +545,7 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
 
     patch = tuple(config.patch_size)
     rotation, dummy_2d, mirror_axes = aug.rotation_and_mirroring_for(patch)
-    loaded = aug.initial_patch_size(patch, rotation, dummy_2d=dummy_2d)
+    loaded = aug.loaded_patch_size(patch, rotation, dummy_2d=dummy_2d)
     regions = label_info.foreground_regions if label_info.has_regions else None
     target_args = dict(
         is_cascaded=config.previous_stage is not None, foreground_labels=tuple(label_info.foreground_labels),
@@ -557,7 +557,7 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
     )  # fmt: skip
     val_pipeline = aug.validation_pipeline(**target_args)
 
-    identifiers = preprocessed_case_identifiers(inputs.data_folder)
+    identifiers = list_cases(inputs.data_folder)
     cases = (
         load_fold(inputs.preprocessed_dataset_folder, fold, identifiers) if rank == 0 or world == 1 else None
     )
@@ -570,8 +570,10 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
     batch, oversample = rank_batch(global_batch, settings.oversample_foreground_percent, rank, world)
     has_ignore = label_info.ignore_label is not None
     previous = None  # cascade inputs: the lead wires predicted_next_stage once inference lands
-    train_sampler = SamplerSettings(patch, loaded, batch, oversample, has_ignore, previous)
-    val_sampler = SamplerSettings(patch, None, batch, oversample, has_ignore, previous)
+    sampler = dict(batch_size=batch, oversample_foreground_percent=oversample, has_ignore=has_ignore,
+                   previous_stage_folder=previous)  # fmt: skip
+    train_sampler = SamplerSettings(patch, loaded_patch_size=loaded, **sampler)
+    val_sampler = SamplerSettings(patch, loaded_patch_size=None, **sampler)
     pin = device.type == "cuda"
 
     def loader(cases, sampler, stream):
