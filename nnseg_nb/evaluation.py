@@ -4,6 +4,7 @@
                                output_file="summary.json")
     summary["foreground_mean"]["Dice"]        # mean over classes of the mean over cases
     summary["mean"][1]["HD95"]                # millimetres (extra metric, nnU-Net has none)
+    evaluate_folders_with_dataset_json(labels_folder, validation_folder, "dataset.json")  # labels from there
 
 For each class (a label value) or region (a tuple of labels, scored as their union) and each case:
 ``TP, FP, FN, TN`` counted outside the ignore label's voxels, ``n_ref = TP + FN``, ``n_pred = TP + FP``,
@@ -16,14 +17,16 @@ makes it NaN, as in nnU-Net.
 ``prediction_file`` and ``metrics``; ``mean``; ``foreground_mean``; region keys written ``"(1, 2)"``,
 sorted keys), so nnU-Net's ``load_summary_json`` and ``find_best_configuration`` read ours. Two extra
 metrics, spacing-aware and in millimetres, sit next to nnU-Net's in each metrics dict (switch them off
-with ``distance_metrics=False``):
+with ``distance_metrics_on=False``; the tolerance used is written as the top-level ``nsd_tolerance_mm``):
 
 - ``HD95``: the larger of the two directed 95th percentiles of the surface distances (prediction surface
   to reference surface and back; MONAI's ``compute_hausdorff_distance(percentile=95)``). NaN when the
   reference or the prediction is empty (MONAI's default), so a missed object shows in Dice and NSD.
-- ``NSD``: normalized surface Dice at ``nsd_tolerance_mm`` (default 1 mm): the share of both surfaces
-  that lies within the tolerance of the other (MONAI's ``compute_surface_dice``, voxel-counted).
-  0 when exactly one is empty, NaN when both are.
+- ``NSD``: normalized surface Dice at ``nsd_tolerance_mm``: the share of both surfaces that lies within
+  the tolerance of the other (MONAI's ``compute_surface_dice``, voxel-counted). 0 when exactly one is
+  empty, NaN when both are. The default, 1 mm, is about one voxel of a typical CT or MR scan, i.e. "the
+  boundary is right to within a voxel"; a structure's own inter-rater variation is the better choice
+  where it is known (Nikolov et al. 2021, who introduced the metric).
 
 A surface voxel is a mask voxel with a face neighbour outside the mask (or outside the image). Voxels of
 the ignore label belong to neither mask, so both surfaces are cut alike where the ignore region starts.
@@ -361,6 +364,35 @@ def evaluate_folders(
     if output_file is not None:
         save_summary_json(summary, output_file)
     return summary
+
+
+def evaluate_folders_with_dataset_json(
+    reference_folder: str | os.PathLike,
+    prediction_folder: str | os.PathLike,
+    dataset_json: dict | str | os.PathLike,
+    output_file: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    **options,
+) -> dict:
+    """:func:`evaluate_folders` with the labels or regions, ignore label and file ending of a dataset.json
+    (nnU-Net's ``compute_metrics_on_folder2``; its trainer's final validation scores this way).
+
+    ``output_file`` defaults to ``prediction_folder/summary.json``; ``options`` go to :func:`evaluate_folders`.
+    """
+    from nnseg_nb.dataset import load_dataset_json
+
+    if not isinstance(dataset_json, dict):
+        dataset_json = load_dataset_json(dataset_json)
+    return evaluate_folders(
+        reference_folder,
+        prediction_folder,
+        labels_or_regions_from_dataset_json(dataset_json),
+        dataset_json["labels"].get("ignore"),
+        dataset_json["file_ending"],
+        Path(prediction_folder) / "summary.json" if output_file is None else output_file,
+        num_workers,
+        **options,
+    )
 
 
 def _files_with_ending(folder: Path, file_ending: str) -> list[str]:

@@ -245,44 +245,12 @@ def determine_postprocessing(
             f"{summary_file} scores {sorted(map(key_of, before['mean']))}, not the dataset's "
             f"{sorted(map(key_of, labels_or_regions))}: delete it to have it recomputed"
         )
-    steps, accepted = [], []
-
-    # 1. all foreground as one object
-    operation = {"labels_or_regions": list(info.foreground_labels)}
-    after = score(in_memory, [operation], desc="postprocessing: foreground")
-    better = after["foreground_mean"]["Dice"] > before["foreground_mean"]["Dice"]
-    no_class_worse = not any(after["mean"][r]["Dice"] < before["mean"][r]["Dice"] for r in labels_or_regions)
-    keep = better and no_class_worse
-    steps.append(
-        PostprocessingStep(
-            operation,
-            "foreground",
-            "foreground_mean",
-            before["foreground_mean"]["Dice"],
-            after["foreground_mean"]["Dice"],
-            keep,
-        )
-    )
-    current = after if keep else before
-    accepted += [operation] if keep else []
-
-    # 2. each label or region alone, on top of what was accepted
+    step, after = _foreground_step(score, in_memory, before, info.foreground_labels, labels_or_regions)
+    steps, accepted = [step], [step.operation] if step.accepted else []
     if len(labels_or_regions) > 1:
-        for label_or_region in labels_or_regions:
-            operation = {"labels_or_regions": label_or_region}
-            after = score(
-                in_memory, [*accepted, operation], desc=f"postprocessing: {key_of(label_or_region)}"
-            )
-            dice_before, dice_after = (
-                current["mean"][label_or_region]["Dice"],
-                after["mean"][label_or_region]["Dice"],
-            )
-            keep = dice_after > dice_before
-            steps.append(
-                PostprocessingStep(operation, "class", key_of(label_or_region), dice_before, dice_after, keep)
-            )
-            if keep:
-                current, accepted = after, [*accepted, operation]
+        current = after if step.accepted else before
+        steps += _per_class_steps(score, in_memory, current, accepted, labels_or_regions)
+        accepted = [step.operation for step in steps if step.accepted]
 
     output_folder = prediction_folder / "postprocessed"
     to_files = [
@@ -294,6 +262,39 @@ def determine_postprocessing(
     if not keep_postprocessed_files:
         shutil.rmtree(output_folder)
     return PostprocessingResult(accepted, steps, before, final)
+
+
+def _foreground_step(score, files, before: dict, foreground_labels: list[int], labels_or_regions: list):
+    """Step 1: all foreground labels as one object; kept iff the foreground mean Dice strictly improves
+    and no class's mean Dice drops (NaN compares False either way, as in nnU-Net). Returns the step and
+    the summary after it."""
+    operation = {"labels_or_regions": list(foreground_labels)}
+    after = score(files, [operation], desc="postprocessing: foreground")
+    better = after["foreground_mean"]["Dice"] > before["foreground_mean"]["Dice"]
+    no_class_worse = not any(after["mean"][r]["Dice"] < before["mean"][r]["Dice"] for r in labels_or_regions)
+    dice_before, dice_after = before["foreground_mean"]["Dice"], after["foreground_mean"]["Dice"]
+    step = PostprocessingStep(
+        operation, "foreground", "foreground_mean", dice_before, dice_after, better and no_class_worse
+    )
+    return step, after
+
+
+def _per_class_steps(score, files, current: dict, accepted: list, labels_or_regions: list):
+    """Step 2: each label or region alone, on top of what was accepted; kept iff its own mean Dice strictly
+    improves. ``current`` is the summary of what was accepted so far."""
+    steps = []
+    for label_or_region in labels_or_regions:
+        operation = {"labels_or_regions": label_or_region}
+        after = score(files, [*accepted, operation], desc=f"postprocessing: {key_of(label_or_region)}")
+        dice_before = current["mean"][label_or_region]["Dice"]
+        dice_after = after["mean"][label_or_region]["Dice"]
+        keep = dice_after > dice_before
+        steps.append(
+            PostprocessingStep(operation, "class", key_of(label_or_region), dice_before, dice_after, keep)
+        )
+        if keep:
+            current, accepted = after, [*accepted, operation]
+    return steps
 
 
 # --- postprocessing.json / .pkl ------------------------------------------------------------------

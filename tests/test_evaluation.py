@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from nnseg_nb.evaluation import (
     distance_metrics,
     evaluate_arrays,
     evaluate_folders,
+    evaluate_folders_with_dataset_json,
     key_of,
     label_or_region_from_key,
     labels_or_regions_from_dataset_json,
@@ -196,3 +198,24 @@ def test_hd95_and_nsd_equal_monai():
             ours = distance_metrics(ref, pred, monai["spacing"], nsd_tolerance_mm=tolerance)
             assert ours["HD95"] == pytest.approx(monai["HD95"], rel=1e-6), name  # MONAI computes in float32
             assert ours["NSD"] == pytest.approx(monai[f"NSD_{tolerance}"], rel=1e-6), name
+
+
+def test_evaluate_with_a_dataset_json_uses_its_regions_and_ignore_label(tmp_path):
+    prediction = tmp_path / "prediction"
+    shutil.copytree(FIXTURES / "prediction", prediction)
+    dataset_json = {
+        "channel_names": {"0": "x"},
+        "labels": {"background": 0, "whole": [1, 2], "core": 2, "ignore": 3},
+        "regions_class_order": [1, 2],
+        "numTraining": 6,
+        "file_ending": ".nii.gz",
+    }
+    evaluate_folders_with_dataset_json(FIXTURES / "reference", prediction, dataset_json, num_workers=1)
+    ours = json.loads((prediction / "summary.json").read_text())
+    ours = {k: ours[k] for k in ("mean", "foreground_mean")}
+    expected = json.loads((FIXTURES / "summary_regions.json").read_text())
+    for part in ("mean", "foreground_mean"):
+        nnunet_part = ours[part] if part == "mean" else {"_": ours[part]}
+        expected_part = expected[part] if part == "mean" else {"_": expected[part]}
+        for key, metrics in nnunet_part.items():
+            assert _same({m: metrics[m] for m in NNUNET_METRICS}, expected_part[key]) == []
