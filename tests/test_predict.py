@@ -19,7 +19,7 @@ from nnseg_nb.ensemble import load_properties
 from nnseg_nb.evaluation import load_summary_json
 from nnseg_nb.inference import load_model
 from nnseg_nb.predict import PredictionSettings, predict_folder, predict_image, predict_validation
-from nnseg_nb.preprocessing import load_preprocessed_case
+from nnseg_nb.preprocessed import load_case as load_preprocessed_case
 
 FIXTURE = Path(__file__).parent / "fixtures" / "inference_model"
 DATASET = "Dataset990_TinyInfer"
