@@ -53,6 +53,14 @@ from nnseg_nb.checkpoint import (
     save_checkpoint,
 )
 from nnseg_nb.dataset import LabelInfo
+from nnseg_nb.devices import (  # noqa: F401  (re-exported: part of the trainer's API)
+    autocast_dtype,
+    cpu_runs_bf16_natively,
+    rank_and_world,
+    rank_batch,
+    resolve_device,
+    sum_over_ranks,
+)
 from nnseg_nb.loader import SamplerSettings, make_dataloader
 from nnseg_nb.loss import build_loss, tp_fp_fn
 from nnseg_nb.network import build_network, deep_supervision_scales, network_channels
@@ -120,7 +128,7 @@ class TrainingResult:
     stopped: str  # "finished" or "interrupted"
 
 
-# --- schedule, device, precision ---------------------------------------------------------------------
+# --- schedule ---------------------------------------------------------------------
 
 
 def poly_lr(epoch: int, initial_lr: float = 1e-2, num_epochs: int = 1000, exponent: float = 0.9) -> float:
@@ -130,50 +138,6 @@ def poly_lr(epoch: int, initial_lr: float = 1e-2, num_epochs: int = 1000, expone
     (0.0077189, 0.01)
     """
     return initial_lr * (1 - epoch / num_epochs) ** exponent
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA if available, else MPS, else CPU; otherwise the named device, checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", 0)
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch sees no CUDA GPU; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device mps requested but this torch build or machine has no MPS")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", 0)
-    return device
-
-
-def cpu_runs_bf16_natively(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
-    """True if the CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:  # not Linux: no way to tell, stay in fp32
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for a device and precision setting; None means plain fp32.
-
-    >>> autocast_dtype(torch.device("cuda"), "auto"), autocast_dtype(torch.device("cpu"), "fp32")
-    (torch.float16, None)
-    """
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        if device.type == "cpu" and cpu_runs_bf16_natively():
-            return torch.bfloat16
-        return None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 # --- random streams ------------------------------------------------------------------------------------
@@ -188,48 +152,6 @@ def batch_generator(seed: int, stream: int, batch_index: int, rank: int = 0) -> 
     """The CPU generator that augments batch ``batch_index`` of a stream: ``augment.batch_generator`` seeded
     with the stream's seed, so a batch's patches and its augmentation both follow from (seed, stream, index)."""
     return aug.batch_generator(stream_seed(seed, stream, rank), batch_index)
-
-
-# --- distributed training --------------------------------------------------------------------------------
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0 and 1 without torch.distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def rank_batch(batch_size: int, oversample: float, rank: int, world: int) -> tuple[int, float]:
-    """This rank's share of the global batch and its foreground oversampling (``_set_batch_size_and_oversample``).
-
-    The global batch is split as evenly as possible; the ranks holding the batch's last, foreground-forced
-    samples oversample accordingly, so the whole batch is drawn as one process would draw it.
-
-    >>> [rank_batch(5, 0.33, r, 2) for r in range(2)]
-    [(3, 0.0), (2, 1.0)]
-    """
-    if world == 1:
-        return batch_size, oversample
-    if batch_size < world:
-        raise ValueError(f"batch size {batch_size} is smaller than the {world} DDP processes")
-    sizes = [
-        batch_size // world + (1 if (batch_size // world) * world + i < batch_size else 0)
-        for i in range(world)
-    ]
-    low, high = sum(sizes[:rank]), sum(sizes[: rank + 1])
-    forced = [not i < round(batch_size * (1 - oversample)) for i in range(batch_size)]
-    if high / batch_size < 1 - oversample:
-        return sizes[rank], 0.0
-    if low / batch_size > 1 - oversample:
-        return sizes[rank], 1.0
-    return sizes[rank], sum(forced[low:high]) / sizes[rank]
-
-
-def _sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    if rank_and_world()[1] > 1:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
 
 
 # --- inputs and outputs ------------------------------------------------------------------------------------
@@ -616,7 +538,7 @@ def _train_epoch(
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.4f}")
     mean = torch.tensor([float(np.mean(losses)) if losses else float("nan")], dtype=torch.float64)
-    return float(_sum_over_ranks(mean).item() / rank_and_world()[1])
+    return float(sum_over_ranks(mean).item() / rank_and_world()[1])
 
 
 def _validate_epoch(model: Model, settings: TrainingSettings, data: dict, batches, epoch: int, rank: int):
@@ -634,9 +556,9 @@ def _validate_epoch(model: Model, settings: TrainingSettings, data: dict, batche
     n_classes = len(model.label_info.foreground_regions if model.label_info.has_regions
                     else model.label_info.foreground_labels)  # fmt: skip
     counts = counts if isinstance(counts, torch.Tensor) else torch.zeros(3, n_classes, dtype=torch.float64)
-    counts = _sum_over_ranks(counts.clone())
+    counts = sum_over_ranks(counts.clone())
     mean_loss = torch.tensor([float(np.mean(losses)) if losses else float("nan")], dtype=torch.float64)
-    val_loss = float(_sum_over_ranks(mean_loss).item() / rank_and_world()[1])
+    val_loss = float(sum_over_ranks(mean_loss).item() / rank_and_world()[1])
     tp, fp, fn = counts.numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         dice = 2 * tp / (2 * tp + fp + fn)  # NaN for a class absent from prediction and truth
