@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from nnseg_nb.cascade import next_stage_folder
 from nnseg_nb.model_selection import accumulate_cv_results, folds_string
 from nnseg_nb.paths import dataset_name, preprocessed_root, raw_root, results_root
 from nnseg_nb.plans import Plans, load_plans
@@ -116,19 +117,6 @@ class CrossValidationResult:
 def model_folder(results: Path, dataset: str, trainer_name: str, plans_name: str, configuration: str) -> Path:
     """nnU-Net's ``<results>/<Dataset>/<Trainer>__<Plans>__<configuration>``."""
     return Path(results) / dataset / f"{trainer_name}__{plans_name}__{configuration}"
-
-
-def next_stage_folder(
-    results: Path, dataset: str, trainer_name: str, plans_name: str, previous: str, configuration: str
-) -> Path:
-    """Where the previous stage's validations leave the inputs of ``configuration`` (as nnU-Net 2.8.1).
-
-    >>> next_stage_folder(Path("r"), "Dataset1_A", "nnUNetTrainer", "nnUNetPlans", "3d_lowres",
-    ...                   "3d_cascade_fullres").as_posix()
-    'r/Dataset1_A/nnUNetTrainer__nnUNetPlans__3d_lowres/predicted_next_stage/3d_cascade_fullres'
-    """
-    folder = model_folder(results, dataset, trainer_name, plans_name, previous)
-    return folder / "predicted_next_stage" / configuration
 
 
 def fold_state(fold_folder: str | os.PathLike, save_probabilities: bool = False) -> str:
@@ -223,7 +211,7 @@ def stage_order(plans: Plans, configurations: Sequence[str]) -> list[str]:
     >>> from types import SimpleNamespace as N
     >>> plans = N(configuration=lambda c: N(previous_stage="3d_lowres" if c == "3d_cascade_fullres" else None))
     >>> stage_order(plans, ["3d_cascade_fullres", "2d", "3d_lowres"])
-    ['2d', '3d_lowres', '3d_cascade_fullres']
+    ['3d_lowres', '3d_cascade_fullres', '2d']
     """
     ordered: list[str] = []
 
@@ -246,9 +234,13 @@ def _check_next_stage_inputs(job: FoldJob, plans: Plans, cases: list[str]) -> No
     """A cascade fold whose previous stage is not in this run needs every case already predicted."""
     previous = plans.configuration(job.configuration).previous_stage
     folder = next_stage_folder(
-        job.results or results_root(), job.dataset, job.trainer_name, job.plans_name, previous,
+        job.results or results_root(),
+        job.dataset,
+        previous,
         job.configuration,
-    )  # fmt: skip
+        job.trainer_name,
+        job.plans_name,
+    )
     present = {p.name.split(".")[0] for p in folder.glob("*")} if folder.is_dir() else set()
     missing = [c for c in cases if c not in present]
     if missing:

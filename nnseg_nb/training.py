@@ -58,7 +58,7 @@ from nnseg_nb.loss import build_loss, tp_fp_fn
 from nnseg_nb.network import build_network, deep_supervision_scales, network_channels
 from nnseg_nb.paths import dataset_name, preprocessed_root, results_root
 from nnseg_nb.plans import ConfigurationPlan, Plans, load_plans
-from nnseg_nb.preprocessing import preprocessed_case_identifiers
+from nnseg_nb.preprocessed import list_cases as preprocessed_case_identifiers
 from nnseg_nb.splits import load_fold
 from nnseg_nb.utils import atomic_write_bytes, atomic_write_json, load_json
 
@@ -436,7 +436,13 @@ def train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    model, scales, mirror_axes, data = _build(inputs, settings, label_info, device, fold, world, rank)
+    previous_stage = None  # the cascade reads the previous stage's validations (nnseg_nb.cascade)
+    if config.previous_stage is not None:
+        previous_stage = output.parent / f"{trainer_name}__{plans_name}__{config.previous_stage}"
+        previous_stage = previous_stage / "predicted_next_stage" / configuration
+    model, scales, mirror_axes, data = _build(
+        inputs, settings, label_info, device, fold, world, rank, previous_stage
+    )
     train_cases, val_cases = data["cases"]
     text_log(
         f"{inputs.dataset_name} {configuration} fold {fold}: {len(train_cases)} training, {len(val_cases)} "
@@ -512,7 +518,9 @@ def train(
     return TrainingResult(fold_folder, log, log.epochs, best_ema, stopped)
 
 
-def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, device, fold, world, rank):
+def _build(
+    inputs: TrainingInputs, settings: TrainingSettings, label_info, device, fold, world, rank, previous=None
+):
     """Network, optimizer, loss, pipelines and loaders for a configuration (``nnUNetTrainer.initialize``)."""
     config = inputs.configuration
     in_channels, out_channels = network_channels(config, inputs.dataset_json)
@@ -541,7 +549,7 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
 
     patch = tuple(config.patch_size)
     rotation, dummy_2d, mirror_axes = aug.rotation_and_mirroring_for(patch)
-    loaded = aug.initial_patch_size(patch, rotation, dummy_2d=dummy_2d)
+    loaded = aug.loaded_patch_size(patch, rotation, dummy_2d=dummy_2d)
     regions = label_info.foreground_regions if label_info.has_regions else None
     target_args = dict(
         is_cascaded=config.previous_stage is not None, foreground_labels=tuple(label_info.foreground_labels),
@@ -565,7 +573,6 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
     global_batch = settings.batch_size or config.batch_size
     batch, oversample = rank_batch(global_batch, settings.oversample_foreground_percent, rank, world)
     has_ignore = label_info.ignore_label is not None
-    previous = None  # cascade inputs: the lead wires predicted_next_stage once inference lands
     train_sampler = SamplerSettings(patch, loaded, batch, oversample, has_ignore, previous)
     val_sampler = SamplerSettings(patch, None, batch, oversample, has_ignore, previous)
     pin = device.type == "cuda"
