@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from nnseg_nb.dataset import LabelInfo
 from nnseg_nb.ensemble import probabilities_to_segmentation
@@ -128,4 +129,64 @@ def export_next_stages(
         path = Path(model_folder) / "predicted_next_stage" / name / f"{case}.npy"
         atomic_save_npy(path, segmentation)
         written.append(path)
+    return written
+
+
+def predict_next_stage(
+    model_folder: str | os.PathLike,
+    fold: int,
+    preprocessed_dataset_folder: str | os.PathLike | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    progress: bool = False,
+) -> list[Path]:
+    """Predict a fold's validation cases and write their next-stage segmentations (``export_next_stages``).
+
+    What nnU-Net does inside ``perform_actual_validation`` of a ``3d_lowres`` fold, here as its own pass
+    (``predict.predict_validation`` writes the validation label maps): sliding window with mirroring over the
+    fold's ``checkpoint_final.pth``, logits on the lowres grid, then resampled to the next stage's grid.
+    Returns the files written; none for a configuration without a next stage.
+
+    >>> predict_next_stage("nnUNet_results/Dataset901_BrainTissue/nnUNetTrainer__nnUNetPlans__3d_lowres", 0)
+    ... # doctest: +SKIP
+    [PosixPath('.../predicted_next_stage/3d_cascade_fullres/brain_003.npy'), ...]
+    """
+    from nnseg_nb.inference import load_model, predict_logits
+    from nnseg_nb.paths import preprocessed_root
+    from nnseg_nb.predict import one_hot_previous_stage
+    from nnseg_nb.preprocessed import list_cases, load_case
+    from nnseg_nb.splits import load_fold
+
+    model_folder = Path(model_folder)
+    model = load_model(model_folder, [fold], device=device)
+    if not model.configuration.next_stage_names:
+        return []
+    pre = Path(preprocessed_dataset_folder or preprocessed_root() / model_folder.parent.name)
+    data_folder = pre / model.configuration.data_identifier
+    _, cases = load_fold(pre, fold, list_cases(data_folder))
+    previous = None
+    if model.configuration.previous_stage:  # a middle stage: its own input is a previous stage's output
+        previous = next_stage_folder(
+            model_folder.parent.parent, model_folder.parent.name, model.configuration.previous_stage,
+            model.configuration_name, model.trainer_name, model.plans.plans_name,
+        )  # fmt: skip
+    written = []
+    for case in tqdm(cases, desc=f"next stage, fold {fold}", disable=not progress):
+        data, _, properties = load_case(data_folder, case)
+        data = np.asarray(data, dtype=np.float32)
+        if previous is not None:
+            seg = open_case(data_folder, case, previous).previous_seg
+            data = np.concatenate([data, one_hot_previous_stage(seg, model.labels.foreground_labels)])
+        logits = predict_logits(model, data, precision=precision).float().numpy()
+        spacing = [properties["spacing"][a] for a in model.plans.transpose_forward]
+        written += export_next_stages(
+            logits,
+            case,
+            model.plans,
+            model.configuration_name,
+            model.dataset_json,
+            spacing,
+            model_folder,
+            pre,
+        )
     return written

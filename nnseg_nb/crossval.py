@@ -41,7 +41,7 @@ from nnseg_nb.model_selection import accumulate_cv_results, folds_string
 from nnseg_nb.paths import dataset_name, preprocessed_root, raw_root, results_root
 from nnseg_nb.plans import Plans, load_plans
 from nnseg_nb.preprocessed import list_cases
-from nnseg_nb.splits import load_or_create_splits
+from nnseg_nb.splits import load_fold, load_or_create_splits
 from nnseg_nb.utils import load_json
 
 ALL_FOLDS = (0, 1, 2, 3, 4)
@@ -66,6 +66,7 @@ class FoldJob:
     save_probabilities: bool = True
     preprocessed: Path | None = None
     results: Path | None = None
+    next_stage_files: tuple[Path, ...] = ()  # the next-stage inputs this fold's validation must leave
 
 
 @dataclass
@@ -146,24 +147,48 @@ def validation_dice(fold_folder: str | os.PathLike) -> float | None:
 
 
 def train_fold(job: FoldJob, continue_training: bool) -> int | None:
-    """Train (or resume, or only validate) one fold with ``nnseg_nb.training.train``; returns its epochs."""
+    """Train (or resume) one fold with ``training.train``, then validate it; returns its epochs.
+
+    The validation (``predict.predict_validation``, with ``.npz`` probabilities if ``job.save_probabilities``)
+    runs here unless the trainer already left it, and a configuration with a next stage also writes the
+    next stage's inputs (``cascade.predict_next_stage``).
+    """
     from nnseg_nb.training import NNUNET, train
 
+    settings = job.settings if job.settings is not None else NNUNET
     result = train(
         job.dataset,
         job.configuration,
         job.fold,
-        job.settings if job.settings is not None else NNUNET,
+        settings,
         plans_name=job.plans_name,
         trainer_name=job.trainer_name,
         continue_training=continue_training,
-        save_probabilities=job.save_probabilities,
         preprocessed=job.preprocessed,
         results=job.results,
     )
     if result.stopped != "finished":
         raise KeyboardInterrupt
+    validate_fold(job, settings.device)
     return result.epochs_done
+
+
+def validate_fold(job: FoldJob, device: str = "auto") -> None:
+    """Predict a trained fold's validation cases (and next-stage inputs) where they are missing."""
+    from nnseg_nb.cascade import predict_next_stage
+    from nnseg_nb.predict import PredictionSettings, predict_validation
+    from nnseg_nb.training import resolve_device
+
+    device = str(resolve_device(device))
+    folder = model_folder(
+        job.results or results_root(), job.dataset, job.trainer_name, job.plans_name, job.configuration
+    )
+    pre = Path(job.preprocessed or preprocessed_root()) / job.dataset
+    if fold_state(folder / f"fold_{job.fold}", job.save_probabilities) != DONE:
+        settings = PredictionSettings(save_probabilities=job.save_probabilities, progress=False)
+        predict_validation(folder, job.fold, pre, device=device, settings=settings)
+    if any(not path.is_file() for path in job.next_stage_files):
+        predict_next_stage(folder, job.fold, pre, device=device)
 
 
 def run_fold(job: FoldJob, train_function: Callable = train_fold, gpu: int | None = None) -> FoldOutcome:
@@ -180,6 +205,8 @@ def run_fold(job: FoldJob, train_function: Callable = train_fold, gpu: int | Non
         / f"fold_{job.fold}"
     )
     state = fold_state(folder, job.save_probabilities)
+    if state == DONE and any(not path.is_file() for path in job.next_stage_files):
+        state = VALIDATE
     outcome = FoldOutcome(job.configuration, job.fold, state, "skipped")
     if state == DONE:
         outcome.validation_dice = validation_dice(folder)
@@ -194,6 +221,9 @@ def run_fold(job: FoldJob, train_function: Callable = train_fold, gpu: int | Non
         outcome.status, outcome.error = "failed", f"{type(error).__name__}: {error}"
     outcome.seconds = time.time() - started
     outcome.validation_dice = validation_dice(folder)
+    missing = [path for path in job.next_stage_files if not path.is_file()]
+    if outcome.status == "trained" and missing:
+        outcome.status, outcome.error = "failed", f"{missing[0]}: next-stage input not written"
     if outcome.status == "trained" and fold_state(folder, job.save_probabilities) != DONE:
         outcome.status, outcome.error = (
             "failed",
@@ -304,8 +334,13 @@ def cross_validate(
     load_or_create_splits(preprocessed / name, cases)  # once, before any parallel fold reads it
 
     def job(configuration: str, fold: int) -> FoldJob:
+        next_files = tuple(
+            next_stage_folder(results, name, configuration, n, trainer_name, plans_name) / f"{case}.npy"
+            for n in plans.configuration(configuration).next_stage_names
+            for case in load_fold(preprocessed / name, fold, cases)[1]
+        )
         return FoldJob(name, configuration, fold, settings, plans_name, trainer_name, save_probabilities,
-                       preprocessed, results)  # fmt: skip
+                       preprocessed, results, next_files)  # fmt: skip
 
     result = CrossValidationResult()
     say = echo or (lambda line: None)
