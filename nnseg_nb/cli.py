@@ -1002,6 +1002,9 @@ def _add_cv_parser(subparsers) -> None:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
     parser.add_argument("--seed", type=int, default=None, help="seed of every random stream (0)")
     parser.add_argument("--num-workers", type=int, default=None, help="loader processes per fold (2)")
+    parser.add_argument(
+        "-np", "--num-processes", type=int, default=None, help="processes scoring validations (min(4, CPUs))"
+    )
     parser.set_defaults(func=_cmd_cv)
 
 
@@ -1025,7 +1028,7 @@ def _cmd_cv(args) -> int:
     result = crossval.cross_validate(
         args.dataset, args.configurations, args.folds, settings, jobs=args.jobs, gpus=args.gpus,
         plans_name=args.plans, trainer_name=args.trainer, save_probabilities=not args.no_npz,
-        train_function=crossval.train_fold,
+        train_function=crossval.train_fold, num_workers=args.num_processes,
     )  # fmt: skip
     print(f"{len(result.outcomes)} folds in {result.seconds:.0f} s")
     return 1 if result.failed else 0

@@ -67,6 +67,7 @@ class FoldJob:
     preprocessed: Path | None = None
     results: Path | None = None
     next_stage_files: tuple[Path, ...] = ()  # the next-stage inputs this fold's validation must leave
+    num_workers: int | None = None  # processes scoring the validation (None: min(4, CPUs))
 
 
 @dataclass
@@ -186,7 +187,9 @@ def validate_fold(job: FoldJob, device: str = "auto") -> None:
     pre = Path(job.preprocessed or preprocessed_root()) / job.dataset
     if fold_state(folder / f"fold_{job.fold}", job.save_probabilities) != DONE:
         settings = PredictionSettings(save_probabilities=job.save_probabilities, progress=False)
-        predict_validation(folder, job.fold, pre, device=device, settings=settings)
+        predict_validation(
+            folder, job.fold, pre, device=device, settings=settings, num_workers=job.num_workers
+        )
     if any(not path.is_file() for path in job.next_stage_files):
         predict_next_stage(folder, job.fold, pre, device=device)
 
@@ -311,7 +314,8 @@ def cross_validate(
         save_probabilities: keep the validation ``.npz`` probabilities (``--npz``), which ensembling needs.
         preprocessed, results, raw: roots; default the nnU-Net environment variables (nnseg_nb.paths).
         train_function: ``(FoldJob, continue_training) -> epochs``; default ``train_fold``.
-        num_workers: processes scoring the merged folders (default min(4, CPUs)).
+        num_workers: processes scoring the fold validations and merged folders (default min(4, CPUs);
+            1 scores in the calling process, faster for a few small cases).
         echo: where each fold's line goes (``print``; None for silence).
 
     Returns:
@@ -340,7 +344,7 @@ def cross_validate(
             for case in load_fold(preprocessed / name, fold, cases)[1]
         )
         return FoldJob(name, configuration, fold, settings, plans_name, trainer_name, save_probabilities,
-                       preprocessed, results, next_files)  # fmt: skip
+                       preprocessed, results, next_files, num_workers)  # fmt: skip
 
     result = CrossValidationResult()
     say = echo or (lambda line: None)

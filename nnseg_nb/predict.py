@@ -326,13 +326,15 @@ def predict_validation(
     checkpoint_name: str = CHECKPOINT_NAME,
     device: str = "cpu",
     settings: PredictionSettings | None = None,
+    num_workers: int | None = None,
 ) -> dict:
     """nnU-Net's ``perform_actual_validation``: predict the fold's validation cases from their preprocessed
     arrays, export them to ``fold_k/validation/{case}{file_ending}`` with the raw geometry, and score them
     against ``gt_segmentations`` into ``fold_k/validation/summary.json``. Returns the summary.
 
     ``preprocessed_dataset_folder``: ``nnUNet_preprocessed/<DatasetName>`` (default: from the results path,
-    ``<results>/<DatasetName>/<model>`` -> ``preprocessed_root()/<DatasetName>``).
+    ``<results>/<DatasetName>/<model>`` -> ``preprocessed_root()/<DatasetName>``). ``num_workers``: processes
+    scoring the cases (default min(4, CPUs); 1 scores here, which is faster for a few small cases).
     """
     from nnseg_nb.evaluation import evaluate_folders, labels_or_regions_from_dataset_json
     from nnseg_nb.paths import preprocessed_root
@@ -370,6 +372,7 @@ def predict_validation(
         ignore_label=model.labels.ignore_label,
         file_ending=model.dataset_json["file_ending"],
         output_file=output / "summary.json",
+        num_workers=num_workers,
         progress=settings.progress,
     )
 
