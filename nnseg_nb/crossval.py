@@ -150,13 +150,15 @@ def validation_dice(fold_folder: str | os.PathLike) -> float | None:
 def train_fold(job: FoldJob, continue_training: bool) -> int | None:
     """Train (or resume) one fold with ``training.train``, then validate it; returns its epochs.
 
-    The validation (``predict.predict_validation``, with ``.npz`` probabilities if ``job.save_probabilities``)
-    runs here unless the trainer already left it, and a configuration with a next stage also writes the
-    next stage's inputs (``cascade.predict_next_stage``).
+    The trainer's own validation is switched off: ``validate_fold`` predicts it (``predict.predict_validation``,
+    with ``.npz`` probabilities if ``job.save_probabilities``), and for a configuration with a next stage
+    also writes the next stage's inputs (``cascade.predict_next_stage``).
     """
     from nnseg_nb.training import NNUNET, train
 
     settings = job.settings if job.settings is not None else NNUNET
+    # the validation is predicted below, with the .npz ensembling needs (nnU-Net's --npz)
+    settings = dataclasses.replace(settings, validate=False)
     result = train(
         job.dataset,
         job.configuration,

@@ -106,3 +106,32 @@ def test_validation_equals_nnunet_final_validation(tmp_path):
     expected = load_summary_json(theirs_folder / "summary.json")
     assert summary["foreground_mean"]["Dice"] == pytest.approx(expected["foreground_mean"]["Dice"], abs=1e-3)
     assert (ours_folder / "summary.json").is_file()
+
+
+def test_cli_predicts_with_model_folder_or_dataset_and_configuration(tmp_path, monkeypatch, capsys):
+    from nnseg_nb.cli import main
+
+    args = ["-f", "0", "--precision", "fp32", "--no-mirroring"]
+    assert main(["predict", "-i", str(IMAGES), "-o", str(tmp_path / "a"), "-m", str(MODEL), *args]) == 0
+    monkeypatch.setenv("nnUNet_results", str(FIXTURE / "nnUNet_results"))
+    by_name = ["-d", "990", "-c", "3d_tiny", "-tr", "nnUNetTrainerTiny"]
+    assert main(["predict", "-i", str(IMAGES), "-o", str(tmp_path / "b"), *by_name, *args]) == 0
+    for case in CASES:
+        a, _ = io.read_seg(tmp_path / "a" / f"{case}.nii.gz")
+        b, _ = io.read_seg(tmp_path / "b" / f"{case}.nii.gz")
+        assert np.array_equal(a, b)
+    assert "2 case(s)" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input_as_error_lines(tmp_path, capsys):
+    from nnseg_nb.cli import main
+
+    inputs = tmp_path / "in"
+    shutil.copytree(IMAGES, inputs)
+    (inputs / "broken_0000.nii.gz").write_bytes(b"garbage")
+    assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "o"), "-m", str(MODEL), "-f", "0"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "broken_0000.nii.gz" in errors[0] and "cannot be read" in errors[0]
+    assert (tmp_path / "o" / "test_006.nii.gz").is_file()  # the good cases were predicted
+    assert main(["predict", "-i", str(IMAGES), "-o", str(tmp_path / "o"), "-m", str(MODEL), "-f", "4"]) == 1
+    assert "fold_4" in capsys.readouterr().err
