@@ -17,14 +17,16 @@ makes it NaN, as in nnU-Net.
 ``prediction_file`` and ``metrics``; ``mean``; ``foreground_mean``; region keys written ``"(1, 2)"``,
 sorted keys), so nnU-Net's ``load_summary_json`` and ``find_best_configuration`` read ours. Two extra
 metrics, spacing-aware and in millimetres, sit next to nnU-Net's in each metrics dict (switch them off
-with ``distance_metrics=False``):
+with ``distance_metrics_on=False``; the tolerance used is written as the top-level ``nsd_tolerance_mm``):
 
 - ``HD95``: the larger of the two directed 95th percentiles of the surface distances (prediction surface
   to reference surface and back; MONAI's ``compute_hausdorff_distance(percentile=95)``). NaN when the
   reference or the prediction is empty (MONAI's default), so a missed object shows in Dice and NSD.
-- ``NSD``: normalized surface Dice at ``nsd_tolerance_mm`` (default 1 mm): the share of both surfaces
-  that lies within the tolerance of the other (MONAI's ``compute_surface_dice``, voxel-counted).
-  0 when exactly one is empty, NaN when both are.
+- ``NSD``: normalized surface Dice at ``nsd_tolerance_mm``: the share of both surfaces that lies within
+  the tolerance of the other (MONAI's ``compute_surface_dice``, voxel-counted). 0 when exactly one is
+  empty, NaN when both are. The default, 1 mm, is about one voxel of a typical CT or MR scan, i.e. "the
+  boundary is right to within a voxel"; a structure's own inter-rater variation is the better choice
+  where it is known (Nikolov et al. 2021, who introduced the metric).
 
 A surface voxel is a mask voxel with a face neighbour outside the mask (or outside the image). Voxels of
 the ignore label belong to neither mask, so both surfaces are cut alike where the ignore region starts.
