@@ -127,7 +127,7 @@ def export_next_stages(
             continue
         segmentation = resample_to_next_stage(logits, target_shape, configuration, dataset_json, case_spacing)
         path = Path(model_folder) / "predicted_next_stage" / name / f"{case}.npy"
-        atomic_save_npy(path, segmentation)
+        atomic_save_npy(path, segmentation)  # (Z, Y, X), as nnU-Net's; its data loader adds the channel axis
         written.append(path)
     return written
 
@@ -142,9 +142,10 @@ def predict_next_stage(
 ) -> list[Path]:
     """Predict a fold's validation cases and write their next-stage segmentations (``export_next_stages``).
 
-    What nnU-Net does inside ``perform_actual_validation`` of a ``3d_lowres`` fold, here as its own pass
-    (``predict.predict_validation`` writes the validation label maps): sliding window with mirroring over the
-    fold's ``checkpoint_final.pth``, logits on the lowres grid, then resampled to the next stage's grid.
+    What nnU-Net does inside ``perform_actual_validation`` of a ``3d_lowres`` fold (``predict.predict_validation``
+    does it too, in the same pass), here on its own, e.g. for a fold validated before its next stage was
+    planned: sliding window with mirroring over the fold's ``checkpoint_final.pth``, logits on the lowres
+    grid, then resampled to the next stage's grid.
     Returns the files written; none for a configuration without a next stage.
 
     >>> predict_next_stage("nnUNet_results/Dataset901_BrainTissue/nnUNetTrainer__nnUNetPlans__3d_lowres", 0)

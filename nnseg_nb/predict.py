@@ -405,25 +405,16 @@ def _preprocessed_reader(model: Model, folder: Path, case: str, previous_folder:
 
 def _next_stage_exporter(model: Model, preprocessed_dataset_folder: Path, case: str):
     """nnU-Net's ``resample_and_save``: a lowres prediction for the cascade, on the next stage's preprocessed
-    grid, as ``<model>/predicted_next_stage/<next>/{case}.npy`` ((1, Z, Y, X) labels)."""
+    grid, as ``<model>/predicted_next_stage/<next>/{case}.npy`` ((Z, Y, X) labels; cascade.export_next_stages)."""
 
     def export(logits: np.ndarray, properties: dict) -> None:
-        from nnseg_nb.export import probabilities_or_logits_to_segmentation
-        from nnseg_nb.preprocessing import _resampling_fn
-        from nnseg_nb.utils import atomic_save_npy
+        from nnseg_nb.cascade import export_next_stages
 
-        spacing = list(model.configuration.spacing)  # nnU-Net passes this spacing as both current and target
-        for next_stage in model.configuration.next_stage_names:
-            identifier = model.plans.configuration(next_stage).data_identifier
-            data, _, _ = load_preprocessed_case(preprocessed_dataset_folder / identifier, case)
-            resampled = _resampling_fn(model.configuration, "probabilities")(
-                logits, data.shape[1:], spacing, spacing
-            )
-            seg = probabilities_or_logits_to_segmentation(resampled, model.labels)
-            dtype = np.uint8 if len(model.labels.foreground_labels) < 255 else np.uint16
-            target = model.folder / "predicted_next_stage" / next_stage / f"{case}.npy"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save_npy(target, seg.astype(dtype)[None])
+        spacing = [properties["spacing"][axis] for axis in model.plans.transpose_forward]
+        export_next_stages(
+            logits, case, model.plans, model.configuration_name, model.dataset_json, spacing, model.folder,
+            preprocessed_dataset_folder,
+        )  # fmt: skip
 
     return export
 

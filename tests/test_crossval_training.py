@@ -78,7 +78,7 @@ def test_tiny_cascade_cross_validation_find_best_and_cascade_inference(tiny, cap
     res = tiny / "res" / "Dataset904_Shapes2D"
     next_stage = next_stage_folder(tiny / "res", "Dataset904_Shapes2D", "tinylow", "tinycascade")
     assert sorted(p.stem for p in next_stage.glob("*.npy")) == [f"shapes_{i:03d}" for i in range(6)]
-    assert np.load(next_stage / "shapes_000.npy").shape == (1, 128, 128)  # the 2d grid of the one slice
+    assert np.load(next_stage / "shapes_000.npy").shape == (1, 128, 128)  # (Z, Y, X) of the 2d grid
     for configuration in ("tinylow", "tinycascade"):
         merged = res / f"nnUNetTrainer__nnUNetPlans__{configuration}" / "crossval_results_folds_0_1"
         assert result.merged_folders[configuration] == merged

@@ -19,7 +19,7 @@ from nnseg_nb.ensemble import load_properties
 from nnseg_nb.evaluation import load_summary_json
 from nnseg_nb.inference import load_model
 from nnseg_nb.predict import PredictionSettings, predict_folder, predict_image, predict_validation
-from nnseg_nb.preprocessing import load_preprocessed_case
+from nnseg_nb.preprocessed import load_case as load_preprocessed_case
 
 FIXTURE = Path(__file__).parent / "fixtures" / "inference_model"
 DATASET = "Dataset990_TinyInfer"
@@ -116,8 +116,8 @@ def test_validation_equals_nnunet_final_validation(tmp_path):
         FIXTURE / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres", "tiny_003"
     )
     next_stage = np.load(model_folder / "predicted_next_stage" / "3d_fullres" / "tiny_003.npy")
-    assert next_stage.shape == seg.shape and next_stage.dtype == np.uint8
-    assert np.mean(next_stage == np.maximum(seg, 0)) > 0.95
+    assert next_stage.shape == seg.shape[1:] and next_stage.dtype == np.uint8  # (Z, Y, X), as nnU-Net's
+    assert np.mean(next_stage == np.maximum(seg[0], 0)) > 0.95
 
 
 def test_cli_predicts_with_model_folder_or_dataset_and_configuration(tmp_path, monkeypatch, capsys):
