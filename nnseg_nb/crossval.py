@@ -179,8 +179,8 @@ def train_fold(job: FoldJob, continue_training: bool) -> int | None:
 def validate_fold(job: FoldJob, device: str = "auto") -> None:
     """Predict a trained fold's validation cases (and next-stage inputs) where they are missing."""
     from nnseg_nb.cascade import predict_next_stage
-    from nnseg_nb.predict import PredictionSettings, predict_validation
     from nnseg_nb.devices import resolve_device
+    from nnseg_nb.predict import PredictionSettings, predict_validation
 
     device = str(resolve_device(device))
     folder = model_folder(
