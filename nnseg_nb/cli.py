@@ -1100,6 +1100,66 @@ def _cmd_find_best_configuration(args) -> int:
     return 0
 
 
+# --- cross-validation (nnseg_nb.crossval) -------------------------------------------------------
+
+
+def _add_cv_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cv",
+        help="train the folds of configurations, resumably, and merge their validations (nnUNetv2_train x 5)",
+        description="Train every fold of each configuration that is not done yet (done: checkpoint_final.pth "
+        "and validation/summary.json), resume interrupted ones, then write each configuration's "
+        "crossval_results_folds_<folds>/ with its summary.json. A 3d_cascade_fullres fold starts once every "
+        "3d_lowres fold of the run is done. Prints one line per fold.",
+    )
+    parser.add_argument("dataset", help="DatasetXXX_Name, Name or id (planned and preprocessed)")
+    parser.add_argument("-c", "--configurations", nargs="+", required=True, help="e.g. 2d 3d_fullres")
+    parser.add_argument("--folds", "-f", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (0-4)")
+    parser.add_argument(
+        "-j", "--jobs", type=int, default=1, help="folds trained at once, each its own process"
+    )
+    parser.add_argument("--gpus", nargs="+", type=int, default=None, help="GPU ids the parallel folds share")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier")
+    parser.add_argument("-tr", "--trainer", default="nnUNetTrainer", help="trainer name (model folder)")
+    parser.add_argument("--no-npz", action="store_true", help="do not keep validation probabilities")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (nnU-Net: 1000)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None, help="nnU-Net: 250")
+    parser.add_argument("--val-iterations", type=int, default=None, help="validation batches per epoch (50)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
+    parser.add_argument("--seed", type=int, default=None, help="seed of every random stream (0)")
+    parser.add_argument("--num-workers", type=int, default=None, help="loader processes per fold (2)")
+    parser.add_argument(
+        "-np", "--num-processes", type=int, default=None, help="processes scoring validations (min(4, CPUs))"
+    )
+    parser.set_defaults(func=_cmd_cv)
+
+
+def _cmd_cv(args) -> int:
+    import dataclasses
+
+    from nnseg_nb import crossval
+    from nnseg_nb.training import NNUNET
+
+    if args.jobs < 1:
+        raise UserError(f"-j must be at least 1, got {args.jobs}")
+    options = {
+        "num_epochs": args.epochs,
+        "iterations_per_epoch": args.iterations_per_epoch,
+        "val_iterations": args.val_iterations,
+        "device": args.device,
+        "seed": args.seed,
+        "num_workers": args.num_workers,
+    }
+    settings = dataclasses.replace(NNUNET, **{k: v for k, v in options.items() if v is not None})
+    result = crossval.cross_validate(
+        args.dataset, args.configurations, args.folds, settings, jobs=args.jobs, gpus=args.gpus,
+        plans_name=args.plans, trainer_name=args.trainer, save_probabilities=not args.no_npz,
+        train_function=crossval.train_fold, num_workers=args.num_processes,
+    )  # fmt: skip
+    print(f"{len(result.outcomes)} folds in {result.seconds:.0f} s")
+    return 1 if result.failed else 0
+
+
 # --- predict (nnseg_nb.predict) ------------------------------------------------------------------
 
 
@@ -1209,6 +1269,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "ensemble": _add_ensemble_parser,
     "find-best-configuration": _add_find_best_configuration_parser,
     "predict": _add_predict_parser,
+    "cv": _add_cv_parser,
 }
 
 
