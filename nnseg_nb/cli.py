@@ -757,6 +757,101 @@ def _cmd_record(args) -> int:
     return 0
 
 
+# --- train (nnseg_nb.training) ---------------------------------------------------------------
+
+
+def _add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train one fold of a configuration (nnU-Net's nnUNetv2_train)",
+        description="Train DATASET CONFIG FOLD with nnU-Net's schedule into "
+        "$nnUNet_results/<Dataset>/<Trainer>__<Plans>__<CONFIG>/fold_<FOLD>. Several processes: "
+        "torchrun --nproc_per_node N -m nnseg_nb.cli train ... (NCCL on GPUs, gloo on CPU).",
+    )
+    parser.add_argument("dataset", help="DatasetXXX_Name, name or id (planned and preprocessed)")
+    parser.add_argument("configuration", help="e.g. 2d, 3d_fullres, or a custom configuration of the plans")
+    parser.add_argument("fold", help="0-4 or 'all'")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default 1000)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None, help="default 250")
+    parser.add_argument("--val-iterations", type=int, default=None, help="default 50")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the plans'")
+    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (default 1e-2)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or mps (default: cuda if present)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile")
+    parser.add_argument("--continue", dest="continue_training", action="store_true", help="resume the fold")
+    parser.add_argument("--plans", default="nnUNetPlans", help="plans name (default nnUNetPlans)")
+    parser.add_argument("--trainer-name", default="nnUNetTrainer", help="name of the output folder's trainer")
+    parser.add_argument("--pretrained-weights", default=None, metavar="FILE", help="checkpoint to fine-tune")
+    parser.add_argument("-np", "--num-workers", type=int, default=None, help="patch workers (default 2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    parser.add_argument(
+        "--no-validation", action="store_true", help="skip predicting the validation cases after training"
+    )
+    parser.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    import dataclasses
+
+    import torch.distributed as dist
+
+    from nnseg_nb.training import NNUNET, NonFiniteLossError, train
+
+    overrides = {
+        "num_epochs": args.epochs,
+        "iterations_per_epoch": args.iterations_per_epoch,
+        "val_iterations": args.val_iterations,
+        "batch_size": args.batch_size,
+        "initial_lr": args.lr,
+        "seed": args.seed,
+        "num_workers": args.num_workers,
+    }
+    settings = dataclasses.replace(
+        NNUNET,
+        **{k: v for k, v in overrides.items() if v is not None},
+        device=args.device,
+        precision=args.precision,
+        compile={"auto": None, "on": True, "off": False}[args.compile],
+        progress=not args.quiet,
+        validate=not args.no_validation,
+    )
+    fold = args.fold if args.fold == "all" else int(args.fold) if args.fold.isdigit() else None
+    if fold is None:
+        raise UserError(f"fold must be a number or 'all', got {args.fold!r}")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
+    if distributed:
+        dist.init_process_group("gloo" if args.device == "cpu" else "nccl")
+        settings = dataclasses.replace(settings, progress=settings.progress and dist.get_rank() == 0)
+    try:
+        result = train(
+            args.dataset,
+            args.configuration,
+            fold,
+            settings,
+            plans_name=args.plans,
+            trainer_name=args.trainer_name,
+            continue_training=args.continue_training,
+            pretrained_weights=args.pretrained_weights,
+        )
+    except NonFiniteLossError as error:
+        raise UserError(str(error)) from None
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    if result.stopped == "interrupted":
+        return 130
+    return 0
+
+
 # --- evaluate, postprocessing, ensemble (nnseg_nb.evaluation, .postprocessing, .ensemble) -------
 
 
@@ -974,6 +1069,96 @@ def _cmd_find_best_configuration(args) -> int:
     return 0
 
 
+# --- predict (nnseg_nb.predict) ------------------------------------------------------------------
+
+
+def _add_predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict images with a trained model (nnUNetv2_predict / nnUNetv2_predict_from_modelfolder)",
+        description="Sliding-window prediction as nnU-Net's: the model folder's plans, step 0.5, Gaussian "
+        "weights, mirroring, fold logits averaged; outputs with the inputs' geometry. Give the model "
+        "folder (-m) or the dataset and configuration (-d, -c) to find it in the results root.",
+    )
+    parser.add_argument("-i", "--input", required=True, help="folder of {case}_{XXXX}{file_ending} images")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument(
+        "-m", "--model-folder", default=None, help="<Trainer>__<Plans>__<configuration> folder"
+    )
+    parser.add_argument("-d", "--dataset", default=None, help="dataset name or id (with -c)")
+    parser.add_argument(
+        "-c", "--configuration", default=None, help="configuration, e.g. 3d_fullres (with -d)"
+    )
+    parser.add_argument("-tr", "--trainer", default="nnUNetTrainer", help="trainer name (with -d)")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans name (with -d)")
+    parser.add_argument(
+        "-f", "--folds", nargs="+", default=None, help="folds, or 'all' (default: every fold_k)"
+    )
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="default cpu")
+    parser.add_argument("--step-size", type=float, default=0.5, help="tile step, a fraction of the patch")
+    parser.add_argument("--no-mirroring", action="store_true", help="no mirroring test-time augmentation")
+    parser.add_argument("--save-probabilities", action="store_true", help="also {case}.npz + {case}.pkl")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    parser.add_argument("-np", "--num-workers", type=int, default=2, help="preprocessing/export threads")
+    parser.add_argument(
+        "--prev-stage-predictions", default=None, help="cascade: the previous stage's outputs"
+    )
+    parser.add_argument("--continue-prediction", action="store_true", help="skip cases already predicted")
+    parser.set_defaults(func=_cmd_predict)
+
+
+def _predict_model_folder(args) -> Path:
+    from nnseg_nb.paths import find_dataset, results_root
+
+    if args.model_folder:
+        if args.dataset or args.configuration:
+            raise UserError("give either -m MODEL_FOLDER or -d DATASET -c CONFIGURATION, not both")
+        return Path(args.model_folder)
+    if not (args.dataset and args.configuration):
+        raise UserError("give -m MODEL_FOLDER, or -d DATASET and -c CONFIGURATION")
+    dataset_folder = find_dataset(args.dataset, results_root())
+    return dataset_folder / f"{args.trainer}__{args.plans}__{args.configuration}"
+
+
+def _cmd_predict(args) -> int:
+    from nnseg_nb.inference import load_model
+    from nnseg_nb.predict import PredictionSettings, predict_folder
+
+    if args.num_workers < 1:
+        raise UserError(f"-np must be at least 1, got {args.num_workers}")
+    if not 0 < args.step_size <= 1:
+        raise UserError(f"--step-size must be in (0, 1], got {args.step_size}")
+    folds = None
+    if args.folds:
+        try:
+            folds = [f if f == "all" else int(f) for f in args.folds]
+        except ValueError:
+            raise UserError(f"-f takes fold numbers or 'all', got {' '.join(args.folds)}") from None
+    model = load_model(_predict_model_folder(args), folds, args.checkpoint, args.device)
+    settings = PredictionSettings(
+        tile_step_size=args.step_size,
+        use_mirroring=not args.no_mirroring,
+        save_probabilities=args.save_probabilities,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        overwrite=not args.continue_prediction,
+    )
+    report = predict_folder(model, args.input, args.output, args.prev_stage_predictions, settings)
+    print(
+        f"{len(report.written)} case(s) -> {args.output} in {report.seconds:.1f} s"
+        + (f", {len(report.skipped)} skipped (already predicted)" if report.skipped else "")
+    )
+    if report.failed:
+        raise UserError(*report.failed.values())
+    return 0
+
+
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "verify": _add_verify_parser,
@@ -981,6 +1166,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "fingerprint": _add_fingerprint_parser,
     "plan": _add_plan_parser,
     "preprocess": _add_preprocess_parser,
+    "train": _add_train_parser,
     "run": _add_run_parser,
     "batch": _add_batch_parser,
     "demo": _add_demo_parser,
@@ -991,6 +1177,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "apply-postprocessing": _add_apply_postprocessing_parser,
     "ensemble": _add_ensemble_parser,
     "find-best-configuration": _add_find_best_configuration_parser,
+    "predict": _add_predict_parser,
 }
 
 

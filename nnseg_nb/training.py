@@ -92,6 +92,7 @@ class TrainingSettings:
     num_workers: int = 2  # DataLoader processes cutting patches (0: in the main process)
     augmentation: aug.AugmentSettings = dataclasses.field(default_factory=aug.AugmentSettings)
     progress: bool = True  # tqdm bar per epoch and one summary line per epoch
+    validate: bool = True  # after training, predict the fold's validation cases into validation/summary.json
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -508,7 +509,8 @@ def train(
             (fold_folder / "checkpoint_latest.pth").unlink(missing_ok=True)
             _write_epoch_outputs(fold_folder, log)
             text_log(f"training done: {log.epochs} epochs, best EMA pseudo Dice {best_ema}")
-            _predict_validation(output, fold, text_log)
+            if settings.validate:
+                _predict_validation(output, fold, inputs, device, text_log)
     return TrainingResult(fold_folder, log, log.epochs, best_ema, stopped)
 
 
@@ -529,6 +531,8 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
         network.parameters(), settings.initial_lr, momentum=settings.momentum,
         weight_decay=settings.weight_decay, nesterov=True,
     )  # fmt: skip
+    for group in optimizer.param_groups:  # what nnU-Net's PolyLRScheduler (an _LRScheduler) adds to its state
+        group.setdefault("initial_lr", settings.initial_lr)
     dtype = autocast_dtype(device, settings.precision)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     if compiled:
@@ -605,7 +609,7 @@ def _train_epoch(
         if not math.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss is {loss} in epoch {epoch}, iteration {i}; training stopped. The checkpoints "
-                f"of the last finished epoch ({epoch}) are kept. Try a lower initial_lr or precision='fp32'."
+                f"after {epoch} finished epochs are kept. Try a lower initial_lr or precision='fp32'."
             )
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.4f}")
@@ -682,10 +686,17 @@ def _write_epoch_outputs(fold_folder: Path, log: TrainingLog) -> None:
     save_progress_png(log, fold_folder / "progress.png")
 
 
-def _predict_validation(output: Path, fold, text_log) -> None:
-    try:
-        from nnseg_nb.inference import predict_validation
-    except ImportError:
-        text_log("validation prediction is not available yet (nnseg_nb.inference); skipped")
+def _predict_validation(output: Path, fold, inputs: TrainingInputs, device: torch.device, text_log) -> None:
+    """nnU-Net's ``perform_actual_validation``: predict the fold's validation cases whole, score them."""
+    if fold == "all":
+        text_log("fold 'all' trains on every case: no validation cases to predict")
         return
-    predict_validation(output, fold)
+    from nnseg_nb.predict import predict_validation
+
+    summary = predict_validation(
+        output, fold, inputs.preprocessed_dataset_folder, "checkpoint_final.pth", device=str(device)
+    )
+    text_log(
+        f"validation: mean Dice {summary['foreground_mean']['Dice']:.4f} over the fold's cases -> "
+        f"{output / f'fold_{fold}' / 'validation' / 'summary.json'}"
+    )
