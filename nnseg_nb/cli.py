@@ -829,7 +829,10 @@ def _cmd_train(args) -> int:
         raise UserError(f"fold must be a number or 'all', got {args.fold!r}")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
     if distributed:
-        dist.init_process_group("gloo" if args.device == "cpu" else "nccl")
+        import torch
+
+        on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+        dist.init_process_group("nccl" if on_gpu else "gloo")
         settings = dataclasses.replace(settings, progress=settings.progress and dist.get_rank() == 0)
     try:
         result = train(

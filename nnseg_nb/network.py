@@ -2,9 +2,9 @@
 
     arch = plans.configuration("3d_fullres").architecture
     in_channels, out_channels = network_channels(plans.configuration("3d_fullres"), dataset_json)  # 1, 3
-    net = build_network(arch, in_channels, out_channels)   # PlainConvUNet, nnU-Net's init, deep supervision on
-    net(x)                                                 # (B, 1, Z, Y, X) -> list of (B, 3, ...) logits
-    net.decoder.deep_supervision = False                   # inference: net(x) -> (B, 3, Z, Y, X)
+    net = build_network(arch, in_channels, out_channels)  # PlainConvUNet, nnU-Net's init, deep supervision
+    net(x)                                # (B, 1, Z, Y, X) -> list of (B, 3, ...) logits, highest res first
+    net.decoder.deep_supervision = False  # inference: net(x) -> (B, 3, Z, Y, X)
     conv_feature_map_size(arch.network_class_name, arch.arch_kwargs, patch_size=(40, 56, 40), num_classes=3)
     # -> 19174400: output elements of every conv, transposed conv and the final head, batch size 1
 
@@ -243,9 +243,10 @@ def build_network(
 
     >>> from nnseg_nb.plans import ArchitecturePlan
     >>> arch = ArchitecturePlan(PLAIN_CONV_UNET, {"n_stages": 2, "features_per_stage": [4, 8],
-    ...     "conv_op": "torch.nn.modules.conv.Conv2d", "kernel_sizes": [[3, 3], [3, 3]], "strides": [[1, 1], [2, 2]],
+    ...     "conv_op": "torch.nn.modules.conv.Conv2d", "kernel_sizes": 3, "strides": [1, 2],
     ...     "n_conv_per_stage": [2, 2], "n_conv_per_stage_decoder": [2], "conv_bias": True,
-    ...     "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+    ...     "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+    ...     "norm_op_kwargs": {"eps": 1e-5, "affine": True},
     ...     "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
     ...     "nonlin_kwargs": {"inplace": True}}, ["conv_op", "norm_op", "dropout_op", "nonlin"])
     >>> net = build_network(arch, 1, 3, deep_supervision=False)

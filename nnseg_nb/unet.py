@@ -1,11 +1,12 @@
 """nnU-Net's two U-Nets as torch modules, with dynamic-network-architectures' (0.4.x) names.
 
-    net = PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=True, **arch_kwargs)  # the plans' kwargs
-    init_weights(net)                                  # nnU-Net's init: He-normal convs, zero biases
-    outputs = net(x)                                   # x (B, 1, Z, Y, X) -> [(B, 3, Z, Y, X), (B, 3, Z/2, ...), ...]
-    net.decoder.deep_supervision = False               # what inference does
-    logits = net(x)                                    # (B, 3, Z, Y, X), logits (no softmax)
+    net = PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=True, **arch_kwargs)
+    init_weights(net)                      # nnU-Net's init: He-normal convs, zero biases
+    outputs = net(x)                       # x (B, 1, Z, Y, X) -> [(B, 3, Z, Y, X), (B, 3, Z/2, ...), ...]
+    net.decoder.deep_supervision = False   # what inference does
+    logits = net(x)                        # (B, 3, Z, Y, X), logits (no softmax)
 
+``arch_kwargs`` are the plans' with classes for the layer names (``TORCH_LAYERS``);
 ``network.build_network(architecture, ...)`` does all of this from a plans configuration.
 
 Both networks are an encoder, which returns the output of every resolution stage (the skips), and
@@ -48,7 +49,6 @@ _LAYERS = (
     nn.InstanceNorm3d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
-    nn.GroupNorm,
     nn.Dropout,
     nn.Dropout2d,
     nn.Dropout3d,
@@ -271,9 +271,8 @@ class PlainConvEncoder(nn.Module):
         stages = []
         for features, kernel, stride, n in zip(features_per_stage, kernel_sizes, strides, n_conv_per_stage):
             convs = StackedConvBlocks(n, ops, input_channels, features, kernel, stride)
-            stages.append(
-                nn.Sequential(convs)
-            )  # dynamic-network-architectures' wrapper (for a pooling layer)
+            # the one-element Sequential is dynamic-network-architectures' (its slot for a pooling layer)
+            stages.append(nn.Sequential(convs))
             input_channels = features
         self.stages = nn.Sequential(*stages)
         # what the decoder needs to mirror this encoder

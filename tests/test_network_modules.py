@@ -161,7 +161,7 @@ def test_init_draws_from_nnunets_distributions(name, demo_networks):
     ours = dict(network.named_parameters())
     assert list(ours) == list(nnunet_init)
     for key, (numel, mean, std) in nnunet_init.items():
-        values = ours[key].detach().double()
+        values = ours[key].detach()
         assert values.numel() == numel
         if std == 0:  # biases 0, norm weights 1 (0 for the last norm of a residual block)
             assert torch.all(values == mean), key
@@ -218,3 +218,14 @@ def test_network_channels_regions_ignore_label_and_cascade():
     assert network_channels(ConfigurationPlan(previous_stage="3d_lowres"), regions) == (5, 3)
     v1 = {"modality": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "ignore": 2}}
     assert network_channels(ConfigurationPlan(), v1) == (1, 2)  # the ignore label gets no output
+
+
+def test_nonlin_first_swaps_norm_and_nonlin_but_not_the_names():
+    architecture = ArchitecturePlan.from_json(TINY["plain_2d"]["architecture"])
+    architecture.arch_kwargs["nonlin_first"] = True
+    layer = build_network(architecture, 1, 3, generator=seeded()).encoder.stages[0][0].convs[0]
+    assert [type(m).__name__ for m in layer.all_modules] == ["Conv2d", "LeakyReLU", "InstanceNorm2d"]
+    assert list(layer.state_dict()) == [
+        "conv.weight", "conv.bias", "norm.weight", "norm.bias",
+        "all_modules.0.weight", "all_modules.0.bias", "all_modules.2.weight", "all_modules.2.bias",
+    ]  # fmt: skip

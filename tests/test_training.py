@@ -390,3 +390,23 @@ def test_training_log_round_trips_nnunets_dict():
     log.add_epoch(1.0, 0.9, [0.5, 0.25], 0.01, 10.0, 12.5)
     assert TrainingLog.from_json(json.loads(json.dumps(log.to_json()))) == log
     assert log.epoch_record(0)["epoch_seconds"] == 2.5
+
+
+def test_training_curves_read_a_run_folder(trained):
+    from nnseg_nb.viz.training import LiveCurves, load_log, training_curves
+
+    log = load_log(trained.fold_folder)  # from training_log.jsonl
+    assert log.mean_fg_dice == pytest.approx(trained.log.mean_fg_dice)
+    from_checkpoint = load_log(trained.fold_folder / "checkpoint_final.pth")
+    assert from_checkpoint.lrs == pytest.approx(trained.log.lrs)
+    figure = training_curves(trained.fold_folder)
+    assert [axis.get_title() for axis in figure.axes][:3] == [
+        "loss (Dice + CE)",
+        "validation pseudo Dice",
+        "learning rate (poly)",
+    ]
+    assert len(figure.axes[1].lines[1].get_ydata()) == 5
+    live = LiveCurves()
+    live.update(log.epoch_record(0), log.truncated(1))  # outside IPython: draws, shows nothing
+    live.update(log.epoch_record(1), log.truncated(2))
+    assert len(live.figure.axes[0].lines[0].get_ydata()) == 2
