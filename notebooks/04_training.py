@@ -342,8 +342,8 @@ print(summary)
 #
 # On a GPU (`profile = "full"`, the default there) the notebook trains nnU-Net's `3d_fullres`
 # (64 x 80 x 64 patches, batch 2, 16.5 M parameters) with nnU-Net's 250 iterations per epoch for
-# 150 epochs: enough for the pseudo Dice of the demo brain to level off (nnU-Net's 1000 epochs are
-# meant for real data sets). Set `epochs = 1000` for nnU-Net's full schedule. The same run from a
+# 150 epochs, a shortened schedule for the small demo brain (nnU-Net's 1000 epochs are meant for
+# real data sets: set `epochs = 1000`). The GPU profile has not been timed yet. The same run from a
 # terminal, resumable with `--continue`:
 #
 # ```bash
