@@ -448,7 +448,9 @@ def _cmd_plan(args) -> int:
             plans_file=args.output,
             num_workers=args.num_workers,
         )
-        print(f"fingerprint: {'computing ' if done.fingerprint_computed else ''}{_shown(done.fingerprint_file)}")
+        print(
+            f"fingerprint: {'computing ' if done.fingerprint_computed else ''}{_shown(done.fingerprint_file)}"
+        )
         plans, output, kept, trace, settings = (
             done.plans,
             done.plans_file,
