@@ -38,7 +38,7 @@ from pathlib import Path
 
 from nnseg_nb.cascade import next_stage_folder
 from nnseg_nb.model_selection import accumulate_cv_results, folds_string
-from nnseg_nb.paths import dataset_name, preprocessed_root, raw_root, results_root
+from nnseg_nb.paths import dataset_name, display, preprocessed_root, raw_root, results_root
 from nnseg_nb.plans import Plans, load_plans
 from nnseg_nb.preprocessed import list_cases
 from nnseg_nb.splits import load_fold, load_or_create_splits
@@ -373,7 +373,9 @@ def cross_validate(
         merged = folder / f"crossval_results_folds_{folds_string(folds)}"
         summary = accumulate_cv_results(folder, merged, folds, reference, num_workers, progress=False)
         result.merged_folders[configuration], result.summaries[configuration] = merged, summary
-        say(f"{configuration}: cross-validation Dice {summary['foreground_mean']['Dice']:.4f} -> {merged}")
+        say(
+            f"{configuration}: cross-validation Dice {summary['foreground_mean']['Dice']:.4f} -> {display(merged)}"
+        )
     result.seconds = time.time() - started
     return result
 

@@ -40,7 +40,7 @@ if "google.colab" in sys.modules:  # a plain install imports at once; "-e" would
                     "nnseg-nb @ git+https://github.com/nnseg-nb/nnseg_nb"], check=True)
 
 # %% tags=["nbval-ignore-output"]
-from nnseg_nb import notebook
+from nnseg_nb import notebook, paths
 
 print(notebook.device_summary())
 
@@ -55,6 +55,7 @@ num_workers = 2  # processes for fingerprint, preprocessing and patch loading
 
 # %%
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 quick = profile == "quick"
 epochs = epochs or (6 if quick else 100)

@@ -43,7 +43,7 @@ if "google.colab" in sys.modules:  # a plain install imports at once; "-e" would
                     "nnseg-nb @ git+https://github.com/nnseg-nb/nnseg_nb"], check=True)
 
 # %% tags=["nbval-ignore-output"]
-from nnseg_nb import notebook
+from nnseg_nb import notebook, paths
 
 print(notebook.device_summary())
 
@@ -63,6 +63,7 @@ quick_features = 8  # features of the first stage of "3d_quick" (doubled at each
 
 # %%
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 quick = profile == "quick"
 configuration = configuration or ("3d_quick" if quick else "3d_fullres")

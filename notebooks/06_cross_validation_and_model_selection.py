@@ -44,7 +44,7 @@ if "google.colab" in sys.modules:  # a plain install imports at once; "-e" would
 # %% tags=["nbval-ignore-output"]
 import numpy as np
 
-from nnseg_nb import notebook
+from nnseg_nb import notebook, paths
 
 print(notebook.device_summary())
 
@@ -60,6 +60,7 @@ jobs = 1  # folds trained at once (separate processes; one GPU each where there 
 
 # %%
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 epochs = epochs or (4 if profile == "quick" else 1000)
 iterations_per_epoch = iterations_per_epoch or (5 if profile == "quick" else 250)
@@ -219,7 +220,8 @@ show_figure(cv_viz.removed_component_figure(image, before, after, reference, tit
 # predict with every fold of the selected model(s), ensemble if a pair won, apply the postprocessing.
 
 # %%
-print((results_folder / "inference_instructions.txt").read_text())
+# nnU-Net writes absolute paths into the instructions; shown here relative to the project folder
+print((results_folder / "inference_instructions.txt").read_text().replace(str(paths.project_root()) + "/", ""))
 
 # %% tags=["nbval-ignore-output"]
 from nnseg_nb.ensemble import ensemble_folders

@@ -42,7 +42,7 @@ if "google.colab" in sys.modules:  # a plain install imports at once; "-e" would
                     "nnseg-nb @ git+https://github.com/nnseg-nb/nnseg_nb"], check=True)
 
 # %% tags=["nbval-ignore-output"]
-from nnseg_nb import notebook
+from nnseg_nb import notebook, paths
 
 print(notebook.device_summary())
 
@@ -55,6 +55,7 @@ workers = 1  # runs at a time, one kernel each (on a machine with several GPUs: 
 
 # %%
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 print("profile:", profile)
 

@@ -300,3 +300,9 @@ def test_demo_and_runs_share_the_clones_data_root(tmp_path, monkeypatch):
         runner.default_output("x/01_a.py", {"seed": 1})
         == clone / "runs" / "01_a" / "seed=1" / "executed.ipynb"
     )
+
+
+def test_default_notebooks_folder_is_the_checkouts():
+    repository = Path(__file__).resolve().parents[1]
+    assert runner.notebooks_folder() == repository / "notebooks"
+    assert runner.list_notebooks()[0].name == "00_quickstart.py"

@@ -199,8 +199,8 @@ def _check_parameters(notebook: PathLike, names: Iterable[str], declared: Mappin
 
 
 def notebooks_folder(folder: PathLike | None = None) -> Path:
-    """``folder``, or the ``notebooks/`` of the repository checkout that holds this package."""
-    path = Path(folder) if folder is not None else Path(__file__).resolve().parent.parent / "notebooks"
+    """``folder``, or the ``notebooks/`` of the repository checkout that holds this package (nnseg_nb/runner/ -> ../..)."""
+    path = Path(folder) if folder is not None else Path(__file__).resolve().parents[2] / "notebooks"
     if not path.is_dir():
         hint = (
             ""
