@@ -58,7 +58,7 @@ from nnseg_nb.loss import build_loss, tp_fp_fn
 from nnseg_nb.network import build_network, deep_supervision_scales, network_channels
 from nnseg_nb.paths import dataset_name, preprocessed_root, results_root
 from nnseg_nb.plans import ConfigurationPlan, Plans, load_plans
-from nnseg_nb.preprocessing import preprocessed_case_identifiers
+from nnseg_nb.preprocessed import list_cases as preprocessed_case_identifiers
 from nnseg_nb.splits import load_fold
 from nnseg_nb.utils import atomic_write_bytes, atomic_write_json, load_json
 
@@ -541,7 +541,7 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
 
     patch = tuple(config.patch_size)
     rotation, dummy_2d, mirror_axes = aug.rotation_and_mirroring_for(patch)
-    loaded = aug.initial_patch_size(patch, rotation, dummy_2d=dummy_2d)
+    loaded = aug.loaded_patch_size(patch, rotation, dummy_2d=dummy_2d)
     regions = label_info.foreground_regions if label_info.has_regions else None
     target_args = dict(
         is_cascaded=config.previous_stage is not None, foreground_labels=tuple(label_info.foreground_labels),
