@@ -974,6 +974,96 @@ def _cmd_find_best_configuration(args) -> int:
     return 0
 
 
+# --- predict (nnseg_nb.predict) ------------------------------------------------------------------
+
+
+def _add_predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict images with a trained model (nnUNetv2_predict / nnUNetv2_predict_from_modelfolder)",
+        description="Sliding-window prediction as nnU-Net's: the model folder's plans, step 0.5, Gaussian "
+        "weights, mirroring, fold logits averaged; outputs with the inputs' geometry. Give the model "
+        "folder (-m) or the dataset and configuration (-d, -c) to find it in the results root.",
+    )
+    parser.add_argument("-i", "--input", required=True, help="folder of {case}_{XXXX}{file_ending} images")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument(
+        "-m", "--model-folder", default=None, help="<Trainer>__<Plans>__<configuration> folder"
+    )
+    parser.add_argument("-d", "--dataset", default=None, help="dataset name or id (with -c)")
+    parser.add_argument(
+        "-c", "--configuration", default=None, help="configuration, e.g. 3d_fullres (with -d)"
+    )
+    parser.add_argument("-tr", "--trainer", default="nnUNetTrainer", help="trainer name (with -d)")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans name (with -d)")
+    parser.add_argument(
+        "-f", "--folds", nargs="+", default=None, help="folds, or 'all' (default: every fold_k)"
+    )
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="default cpu")
+    parser.add_argument("--step-size", type=float, default=0.5, help="tile step, a fraction of the patch")
+    parser.add_argument("--no-mirroring", action="store_true", help="no mirroring test-time augmentation")
+    parser.add_argument("--save-probabilities", action="store_true", help="also {case}.npz + {case}.pkl")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    parser.add_argument("-np", "--num-workers", type=int, default=2, help="preprocessing/export threads")
+    parser.add_argument(
+        "--prev-stage-predictions", default=None, help="cascade: the previous stage's outputs"
+    )
+    parser.add_argument("--continue-prediction", action="store_true", help="skip cases already predicted")
+    parser.set_defaults(func=_cmd_predict)
+
+
+def _predict_model_folder(args) -> Path:
+    from nnseg_nb.paths import find_dataset, results_root
+
+    if args.model_folder:
+        if args.dataset or args.configuration:
+            raise UserError("give either -m MODEL_FOLDER or -d DATASET -c CONFIGURATION, not both")
+        return Path(args.model_folder)
+    if not (args.dataset and args.configuration):
+        raise UserError("give -m MODEL_FOLDER, or -d DATASET and -c CONFIGURATION")
+    dataset_folder = find_dataset(args.dataset, results_root())
+    return dataset_folder / f"{args.trainer}__{args.plans}__{args.configuration}"
+
+
+def _cmd_predict(args) -> int:
+    from nnseg_nb.inference import load_model
+    from nnseg_nb.predict import PredictionSettings, predict_folder
+
+    if args.num_workers < 1:
+        raise UserError(f"-np must be at least 1, got {args.num_workers}")
+    if not 0 < args.step_size <= 1:
+        raise UserError(f"--step-size must be in (0, 1], got {args.step_size}")
+    folds = None
+    if args.folds:
+        try:
+            folds = [f if f == "all" else int(f) for f in args.folds]
+        except ValueError:
+            raise UserError(f"-f takes fold numbers or 'all', got {' '.join(args.folds)}") from None
+    model = load_model(_predict_model_folder(args), folds, args.checkpoint, args.device)
+    settings = PredictionSettings(
+        tile_step_size=args.step_size,
+        use_mirroring=not args.no_mirroring,
+        save_probabilities=args.save_probabilities,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        overwrite=not args.continue_prediction,
+    )
+    report = predict_folder(model, args.input, args.output, args.prev_stage_predictions, settings)
+    print(
+        f"{len(report.written)} case(s) -> {args.output} in {report.seconds:.1f} s"
+        + (f", {len(report.skipped)} skipped (already predicted)" if report.skipped else "")
+    )
+    if report.failed:
+        raise UserError(*report.failed.values())
+    return 0
+
+
 # --- registry: name -> (add_parser, help) -------------------------------------------------------
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "verify": _add_verify_parser,
@@ -991,6 +1081,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "apply-postprocessing": _add_apply_postprocessing_parser,
     "ensemble": _add_ensemble_parser,
     "find-best-configuration": _add_find_best_configuration_parser,
+    "predict": _add_predict_parser,
 }
 
 
