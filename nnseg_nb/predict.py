@@ -32,7 +32,8 @@ from nnseg_nb import io
 from nnseg_nb.dataset import find_image_cases
 from nnseg_nb.export import export_prediction, logits_to_segmentation
 from nnseg_nb.inference import CHECKPOINT_NAME, TILE_STEP_SIZE, Model, load_model, predict_logits
-from nnseg_nb.preprocessing import load_preprocessed_case, preprocess_case
+from nnseg_nb.preprocessed import load_case as load_preprocessed_case
+from nnseg_nb.preprocessing import preprocess_case
 from nnseg_nb.utils import atomic_write_json, load_json
 
 # An input whose spacing differs from the training median by more than this factor on an axis is predicted,
