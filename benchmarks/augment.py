@@ -1,7 +1,7 @@
 """Training augmentation throughput: nnseg_nb (batched torch) against nnU-Net v2 (batchgeneratorsv2, per sample).
 
-    /work/nnunet_venv/bin/python benchmarks/augment.py --out augment.json            # synthetic volume
-    /work/nnunet_venv/bin/python benchmarks/augment.py --data PREPROCESSED_FOLDER --plans nnUNetPlans.json
+    $NNUNET_PY benchmarks/augment.py --out augment.json            # synthetic volume
+    $NNUNET_PY benchmarks/augment.py --data PREPROCESSED_FOLDER --plans nnUNetPlans.json
 
 Both libraries get the same crops of ``augment.loaded_patch_size`` (image float32, seg int16, as nnU-Net's loader
 makes them) and return the final patch with its deep-supervision targets. nnU-Net runs its own

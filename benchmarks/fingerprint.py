@@ -1,6 +1,6 @@
 """Fingerprint extraction: nnseg_nb against nnU-Net v2 on the demo datasets (time, peak memory, equality).
 
-    /work/nnunet_venv/bin/python benchmarks/fingerprint.py --out fingerprint.json [--workers 2] [--rounds 3]
+    $NNUNET_PY benchmarks/fingerprint.py --out fingerprint.json [--workers 2] [--rounds 3]
 
 Builds the demo datasets (seed 0, training cases only) in a temporary folder. For each dataset and round,
 each library runs in a fresh Python process (so imports and worker start-up count, as they do for a user

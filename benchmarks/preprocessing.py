@@ -1,6 +1,6 @@
 """Preprocessing time: nnseg_nb against nnU-Net v2 on the demo datasets, with nnU-Net's own plans.
 
-    /work/nnunet_venv/bin/python benchmarks/preprocessing.py --out preprocessing.json [--workers 2] [--only 901]
+    $NNUNET_PY benchmarks/preprocessing.py --out preprocessing.json [--workers 2] [--only 901]
 
 Builds the demo datasets (seed 0) in a temporary folder, lets nnunetv2 extract the fingerprint and plan
 each one, then for every configuration of those plans:

@@ -18,6 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
+def _shown(path) -> str:
+    """A path as the CLI prints it: relative to the project folder, ``$nnUNet_raw/...`` or ``~/...``
+    (:func:`nnseg_nb.paths.display`), so that outputs copied into notebooks and docs name no one's home."""
+    from nnseg_nb.paths import display
+
+    return display(path)
+
+
 class UserError(Exception):
     """An error in what the user asked for; ``problems`` are printed one per line."""
 
@@ -148,6 +156,7 @@ def _add_convert_parser(subparsers) -> None:
 
 def _cmd_convert(args) -> int:
     from nnseg_nb import convert
+    from nnseg_nb.paths import raw_root
 
     common = dict(dataset_id=args.id, output_root=args.output_root, overwrite=args.overwrite)
     try:
@@ -172,7 +181,10 @@ def _cmd_convert(args) -> int:
             )
     except FileExistsError as e:
         raise UserError(str(e)) from None
-    print(f"wrote {folder}\ncheck it with: nnseg-nb verify {folder}")
+    in_raw_root = folder.parent.resolve() == raw_root().resolve()
+    print(
+        f"wrote {_shown(folder)}\ncheck it with: nnseg-nb verify {folder.name if in_raw_root else _shown(folder)}"
+    )
     return 0
 
 
@@ -233,7 +245,7 @@ def _cmd_fingerprint(args) -> int:
     path = Path(args.output) if args.output else fingerprint_path(folder.name)
     kept = path.is_file() and not args.clean
     fingerprint = ensure_fingerprint(folder, overwrite=args.clean, output=path, num_workers=args.num_workers)
-    print(f"kept the existing {path} (--clean recomputes it)" if kept else f"wrote {path}")
+    print(f"kept the existing {_shown(path)} (--clean recomputes it)" if kept else f"wrote {_shown(path)}")
     print("\n".join(summary_lines(fingerprint)))
     return 0
 
@@ -436,7 +448,7 @@ def _cmd_plan(args) -> int:
             plans_file=args.output,
             num_workers=args.num_workers,
         )
-        print(f"fingerprint: {'computing ' if done.fingerprint_computed else ''}{done.fingerprint_file}")
+        print(f"fingerprint: {'computing ' if done.fingerprint_computed else ''}{_shown(done.fingerprint_file)}")
         plans, output, kept, trace, settings = (
             done.plans,
             done.plans_file,
@@ -449,7 +461,9 @@ def _cmd_plan(args) -> int:
         plans, output, kept, trace = _plan_from_files(args, settings)
     if args.explain:
         print(format_explanation(trace) + "\n")
-    print(f"wrote {output} ({settings.planner_name}, {settings.gpu_memory_target_gb:g} GB GPU target)")
+    print(
+        f"wrote {_shown(output)} ({settings.planner_name}, {settings.gpu_memory_target_gb:g} GB GPU target)"
+    )
     print("\n".join(summary_lines(plans, kept)))
     return 0
 
@@ -509,7 +523,7 @@ def _cmd_preprocess(args) -> int:
     for result in results:
         print(
             f"{result.configuration}: {len(result.processed)} preprocessed, {len(result.up_to_date)} up to date "
-            f"-> {result.folder}"
+            f"-> {_shown(result.folder)}"
         )
     return 0
 
@@ -530,7 +544,8 @@ def _add_demo_data_parser(subparsers) -> None:
         "-o",
         "--output-root",
         default=None,
-        help="raw root the DatasetXXX_Name folders go to (default $nnUNet_raw, else ./nnseg_data/raw)",
+        help="raw root the DatasetXXX_Name folders go to (default $nnUNet_raw, else nnseg_data/raw in "
+        "the clone's root, or in the working directory outside a clone)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
@@ -550,9 +565,11 @@ def _add_demo_data_parser(subparsers) -> None:
 
 def _cmd_demo_data(args) -> int:
     from nnseg_nb.demo_data import build_demo_datasets, demo_build_status, select_demo_datasets
-    from nnseg_nb.paths import raw_root
+    from nnseg_nb.paths import describe_roots, project_root, raw_root
 
     root = Path(args.output_root) if args.output_root else raw_root()
+    if not args.output_root:  # which raw root, and why; paths below are relative to the project folder
+        print(f"project folder: {project_root()}\n{describe_roots().splitlines()[0]}")
     names = select_demo_datasets(args.only)
     current = {name for name in names if demo_build_status(root / name, args.seed) == "current"}
     try:
@@ -560,8 +577,8 @@ def _cmd_demo_data(args) -> int:
     except FileExistsError as e:
         raise UserError(str(e)) from None
     for name, folder in folders.items():
-        print(f"{'up to date' if name in current and not args.overwrite else 'built':10s} {folder}")
-    print(f"seed {args.seed}; check one with: nnseg-nb verify {next(iter(folders.values()))}")
+        print(f"{'up to date' if name in current and not args.overwrite else 'built':10s} {_shown(folder)}")
+    print(f"seed {args.seed}; check one with: nnseg-nb verify {next(iter(folders))}")
     return 0
 
 
@@ -632,7 +649,7 @@ def _cmd_run(args) -> int:
     except NotebookError as e:
         raise UserError(e.summary) from None
     print(_result_line("ok", args.notebook, result.duration_s, result.results or {}))
-    print(f"executed notebook: {result.output}")
+    print(f"executed notebook: {_shown(result.output)}")
     return 0
 
 
@@ -652,7 +669,9 @@ def _add_batch_parser(subparsers) -> None:
         help="values of one parameter (repeat for a cartesian product); JSON lists allowed",
     )
     parser.add_argument("-j", "--workers", type=int, default=1, help="runs at a time (one kernel each)")
-    parser.add_argument("-o", "--out", default="runs", help="folder holding the batch folder (default runs)")
+    parser.add_argument(
+        "-o", "--out", default=None, help="folder holding the batch folder (default runs/ of the project)"
+    )
     parser.add_argument("--name", default=None, help="batch folder name (default: the notebook's name)")
     _add_notebook_options(parser)
     parser.set_defaults(func=_cmd_batch)
@@ -692,7 +711,9 @@ def _cmd_batch(args) -> int:
     )
     failed = sum(row["status"] != "ok" for row in rows)
     batch_dir = Path(rows[0]["run_dir"]).parent
-    print(f"{len(rows)} runs: {len(rows) - failed} ok, {failed} failed -> {batch_dir / 'batch_results.json'}")
+    print(
+        f"{len(rows)} runs: {len(rows) - failed} ok, {failed} failed -> {_shown(batch_dir / 'batch_results.json')}"
+    )
     return 1 if failed else 0
 
 
@@ -703,7 +724,9 @@ def _add_demo_parser(subparsers) -> None:
         description="Build the demo datasets, run notebooks/NN_*.py in order, "
         "and write index.md / index.json.",
     )
-    parser.add_argument("-o", "--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument(
+        "-o", "--out", default=None, help="output folder (default runs/demo of the project: the clone's root)"
+    )
     parser.add_argument(
         "--notebooks", default=None, help="folder of the notebooks (default: the repository's)"
     )
@@ -712,7 +735,10 @@ def _add_demo_parser(subparsers) -> None:
 
 
 def _cmd_demo(args) -> int:
+    from nnseg_nb.paths import describe_roots, project_root
     from nnseg_nb.runner import run_demo
+
+    print(f"project folder: {project_root()}\n{describe_roots()}", flush=True)
 
     def report(entry: dict) -> None:
         print(
@@ -730,7 +756,9 @@ def _cmd_demo(args) -> int:
         on_result=report,
     )
     failed = sum(e["status"] != "ok" for e in index["notebooks"])
-    print(f"{len(index['notebooks'])} notebooks: {failed} failed -> {Path(index['out_root']) / 'index.md'}")
+    print(
+        f"{len(index['notebooks'])} notebooks: {failed} failed -> {_shown(Path(index['out_root']) / 'index.md')}"
+    )
     return 1 if failed else 0
 
 

@@ -227,19 +227,21 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 @torch.inference_mode()
 def _accumulate(
-    network,
-    data,
-    slicers,
-    patch_size,
-    num_heads,
-    mirror_axes,
-    tiles_per_batch,
-    device,
-    results_device,
-    precision_dtype,
-    use_gaussian,
-    progress,
+    network: torch.nn.Module,
+    data: torch.Tensor,
+    slicers: list,
+    patch_size: Sequence[int],
+    num_heads: int,
+    mirror_axes: Sequence[int] | None,
+    tiles_per_batch: int,
+    device: torch.device,
+    results_device: torch.device,
+    precision_dtype: torch.dtype | None,
+    use_gaussian: bool,
+    progress: bool,
 ) -> torch.Tensor:
+    """The weighted mean of every tile's logits: fp16 sums of ``logits * gaussian`` and of ``gaussian`` on
+    ``results_device`` (the network runs on ``device``), divided at the end (see sliding_window_logits)."""
     logits = torch.zeros((num_heads, *data.shape[1:]), dtype=torch.half, device=results_device)
     weights = torch.zeros(data.shape[1:], dtype=torch.half, device=results_device)
     gaussian = (

@@ -1,11 +1,16 @@
-"""Where nnseg_nb keeps raw, preprocessed and trained data, and how a dataset is named.
+"""Where nnseg_nb keeps raw, preprocessed and trained data and its runs, and how a dataset is named.
 
 nnU-Net reads three roots from environment variables; so do we, but lazily (each call reads the
-environment again) and with a default under the working directory, so nothing needs configuring::
+environment again) and with one default, so nothing needs configuring: ``nnseg_data/`` in the
+*project folder*. Inside a clone of this repository that is the clone's root, wherever the process
+runs (a Jupyter kernel runs in ``notebooks/``, the CLI wherever you typed it); elsewhere it is the
+working directory. Runs go to ``runs/`` in the same folder::
 
     >>> import os; os.environ.pop("nnUNet_raw", None) and None
-    >>> raw_root().as_posix().endswith("nnseg_data/raw")
+    >>> raw_root() == project_root() / "nnseg_data" / "raw"
     True
+    >>> display(project_root() / "nnseg_data" / "raw" / "Dataset901_BrainTissue")
+    'nnseg_data/raw/Dataset901_BrainTissue'
 
 A dataset can be named by its folder path, by ``Dataset004_Hippocampus``, by ``Hippocampus``
 or by its id (``4``, ``004``, ``Dataset004``); :func:`find_dataset` resolves any of them.
@@ -18,29 +23,108 @@ import re
 from pathlib import Path
 
 DEFAULT_HOME = "nnseg_data"
+RUNS_FOLDER = "runs"
+ROOT_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 _DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
+_OUR_PROJECT = re.compile(r'^name\s*=\s*["\']nnseg-nb["\']', re.MULTILINE)
+
+
+def find_clone(start: str | os.PathLike | None = None) -> Path | None:
+    """The folder of this repository's ``pyproject.toml`` (``name = "nnseg-nb"``) at or above ``start``
+    (default: the working directory), or None outside a clone."""
+    start = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and _OUR_PROJECT.search(pyproject.read_text(errors="replace")):
+            return folder
+    return None
+
+
+def project_root() -> Path:
+    """The folder that holds ``nnseg_data/`` and ``runs/``: the clone's root inside a clone of this
+    repository (so the CLI at the root and a kernel in ``notebooks/`` share one), else the working
+    directory."""
+    return find_clone() or Path.cwd()
+
+
+def data_root() -> Path:
+    """``<project>/nnseg_data``: the default parent of the raw, preprocessed and results roots."""
+    return project_root() / DEFAULT_HOME
+
+
+def runs_root() -> Path:
+    """``<project>/runs``: where headless runs and the notebooks' ``out_dir`` go (git ignores it)."""
+    return project_root() / RUNS_FOLDER
+
+
+def in_project(path: str | os.PathLike) -> Path:
+    """A relative path taken from the project root (an absolute one is returned as it is).
+
+    A notebook's ``out_dir = "runs/01_data"`` lands in ``<project>/runs/01_data`` whether the kernel
+    runs in the clone's root, in ``notebooks/`` or elsewhere in the clone.
+    """
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
 
 
 def _root(env_var: str, default_name: str) -> Path:
     value = os.environ.get(env_var)
     if value:
         return Path(value)
-    return Path.cwd() / DEFAULT_HOME / default_name
+    return data_root() / default_name
 
 
 def raw_root() -> Path:
-    """``$nnUNet_raw``, or ``./nnseg_data/raw``."""
+    """``$nnUNet_raw``, or ``<project>/nnseg_data/raw``."""
     return _root("nnUNet_raw", "raw")
 
 
 def preprocessed_root() -> Path:
-    """``$nnUNet_preprocessed``, or ``./nnseg_data/preprocessed``."""
+    """``$nnUNet_preprocessed``, or ``<project>/nnseg_data/preprocessed``."""
     return _root("nnUNet_preprocessed", "preprocessed")
 
 
 def results_root() -> Path:
-    """``$nnUNet_results``, or ``./nnseg_data/results``."""
+    """``$nnUNet_results``, or ``<project>/nnseg_data/results``."""
     return _root("nnUNet_results", "results")
+
+
+def describe_roots() -> str:
+    """One line per root, as :func:`display` shows it, or the variable that set it::
+
+    raw:          nnseg_data/raw
+    preprocessed: $nnUNet_preprocessed = /data/nnUNet_preprocessed
+    results:      nnseg_data/results
+    """
+    lines = []
+    for name, env_var, root in (
+        ("raw", "nnUNet_raw", raw_root()),
+        ("preprocessed", "nnUNet_preprocessed", preprocessed_root()),
+        ("results", "nnUNet_results", results_root()),
+    ):
+        where = f"${env_var} = {root}" if os.environ.get(env_var) else display(root)
+        lines.append(f"{name + ':':<14}{where}")
+    return "\n".join(lines)
+
+
+def display(path: str | os.PathLike) -> str:
+    """A path as outputs should show it: no one's home or clone folder in a committed notebook.
+
+    Inside a root set by ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results``: ``$nnUNet_raw/...``;
+    inside the project folder: relative to it (``nnseg_data/raw/Dataset901_BrainTissue``,
+    ``runs/01_data``); under the home folder: ``~/...``; anything else as it is.
+
+    >>> display("/elsewhere/file.txt")
+    '/elsewhere/file.txt'
+    """
+    absolute = Path(path).resolve()
+    bases = [(Path(os.environ[v]).resolve(), f"${v}/") for v in ROOT_VARIABLES if os.environ.get(v)]
+    bases += [(project_root().resolve(), ""), (Path.home().resolve(), "~/")]
+    for base, prefix in bases:
+        if absolute.is_relative_to(base) and base != Path(absolute.anchor):
+            inside = absolute.relative_to(base).as_posix()
+            return prefix + inside if inside != "." else prefix.rstrip("/") or "."
+    return str(path)
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:

@@ -167,6 +167,7 @@ class _Job:
     name: str
     output_stem: str
     prepare: object  # () -> (data, properties): reads and preprocesses, in a worker thread
+    also_export: object = None  # (logits, properties) -> None: an extra export (the next cascade stage)
 
 
 def _run_jobs(model: Model, jobs: list[_Job], settings: PredictionSettings, report: PredictionReport) -> None:
@@ -203,13 +204,17 @@ def _run_jobs(model: Model, jobs: list[_Job], settings: PredictionSettings, repo
                             ),
                         )
                     )
+                    if job.also_export is not None:
+                        exports.append((job, pool.submit(job.also_export, logits, properties)))
                 except Exception as e:  # noqa: BLE001  (reported per case; the others go on)
                     submit_next()
                     report.failed[job.name] = _message(job.name, e)
                 bar.update()
         for job, exported in exports:
             try:
-                report.written.append(exported.result())
+                written = exported.result()
+                if written is not None:  # the next-stage export writes no label file of its own
+                    report.written.append(written)
             except Exception as e:  # noqa: BLE001
                 report.failed[job.name] = _message(job.name, e)
 
@@ -357,7 +362,13 @@ def predict_validation(
     output = model_folder / f"fold_{fold}" / "validation"
     output.mkdir(parents=True, exist_ok=True)
     jobs = [
-        _Job(c, str(output / c), _preprocessed_reader(model, data_folder, c, previous_folder)) for c in cases
+        _Job(
+            c,
+            str(output / c),
+            _preprocessed_reader(model, data_folder, c, previous_folder),
+            _next_stage_exporter(model, pre, c) if model.configuration.next_stage_names else None,
+        )
+        for c in cases
     ]
     report = PredictionReport()
     _run_jobs(model, jobs, settings, report)
@@ -389,8 +400,33 @@ def _preprocessed_reader(model: Model, folder: Path, case: str, previous_folder:
     return prepare
 
 
+def _next_stage_exporter(model: Model, preprocessed_dataset_folder: Path, case: str):
+    """nnU-Net's ``resample_and_save``: a lowres prediction for the cascade, on the next stage's preprocessed
+    grid, as ``<model>/predicted_next_stage/<next>/{case}.npy`` ((1, Z, Y, X) labels)."""
+
+    def export(logits: np.ndarray, properties: dict) -> None:
+        from nnseg_nb.export import probabilities_or_logits_to_segmentation
+        from nnseg_nb.preprocessing import _resampling_fn
+        from nnseg_nb.utils import atomic_save_npy
+
+        spacing = list(model.configuration.spacing)  # nnU-Net passes this spacing as both current and target
+        for next_stage in model.configuration.next_stage_names:
+            identifier = model.plans.configuration(next_stage).data_identifier
+            data, _, _ = load_preprocessed_case(preprocessed_dataset_folder / identifier, case)
+            resampled = _resampling_fn(model.configuration, "probabilities")(
+                logits, data.shape[1:], spacing, spacing
+            )
+            seg = probabilities_or_logits_to_segmentation(resampled, model.labels)
+            dtype = np.uint8 if len(model.labels.foreground_labels) < 255 else np.uint16
+            target = model.folder / "predicted_next_stage" / next_stage / f"{case}.npy"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save_npy(target, seg.astype(dtype)[None])
+
+    return export
+
+
 def _load_previous_stage(folder: Path, case: str) -> np.ndarray:
-    from nnseg_nb.preprocessing import read_b2nd
+    from nnseg_nb.preprocessed import read_b2nd
 
     if (folder / f"{case}.b2nd").is_file():
         seg = read_b2nd(folder / f"{case}.b2nd")

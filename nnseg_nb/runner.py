@@ -46,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from nnseg_nb import paths
 from nnseg_nb.notebook import RESULTS_FILE, read_results
 from nnseg_nb.utils import atomic_write_json, to_builtin
 
@@ -207,12 +208,14 @@ def parameter_slug(parameters: Mapping[str, Any] | None) -> str:
 
 
 def default_output(
-    notebook: PathLike, parameters: Mapping[str, Any] | None = None, root: PathLike = "runs"
+    notebook: PathLike, parameters: Mapping[str, Any] | None = None, root: PathLike | None = None
 ) -> Path:
-    """``runs/<notebook stem>/<parameter slug or timestamp>/executed.ipynb`` (relative to the cwd).
+    """``runs/<notebook stem>/<parameter slug or timestamp>/executed.ipynb`` under ``root`` (default
+    :func:`nnseg_nb.paths.runs_root`: ``runs/`` of the clone, or of the working directory outside one).
 
     The same parameters give the same folder, so a repeated run replaces the earlier one.
     """
+    root = paths.runs_root() if root is None else root
     slug = parameter_slug(parameters)
     if slug:
         return Path(root) / Path(notebook).stem / slug / "executed.ipynb"
@@ -447,6 +450,9 @@ def run_notebook(
         timeout: per-cell limit in seconds (None: no limit).
         log_output: stream the cells' output to stderr while running.
         env: extra environment variables for the kernel (the caller's ``os.environ`` is not touched).
+            The kernel always gets ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` set to
+            the caller's roots (:func:`data_root_env`), so it reads the caller's data wherever it runs;
+            ``env`` may point them elsewhere.
 
     Returns:
         A :class:`RunResult`; raises :class:`NotebookError` when a cell fails, times out or the kernel dies.
@@ -475,9 +481,8 @@ def run_notebook(
     result = RunResult(str(notebook), str(output), str(cwd), to_builtin(parameters))
 
     started = time.time()
-    error = _execute(
-        notebook, nb, output, parameters, cwd, kernel_name, timeout, log_output, {**KERNEL_ENV, **(env or {})}
-    )
+    kernel_env = {**KERNEL_ENV, **data_root_env(), **(env or {})}
+    error = _execute(notebook, nb, output, parameters, cwd, kernel_name, timeout, log_output, kernel_env)
     result.duration_s = round(time.time() - started, 3)
     if error is not None:
         result.status, result.error, error.result = "error", error.summary, result
@@ -485,6 +490,15 @@ def run_notebook(
     out_dir = cwd / str(parameters.get("out_dir", output.parent))
     result.results = _fresh_results(out_dir, started) or _fresh_results(cwd, started)
     return result
+
+
+def data_root_env() -> dict[str, str]:
+    """The caller's three data roots (:mod:`nnseg_nb.paths`) as nnU-Net's environment variables.
+
+    A kernel runs in its run folder; without these it would resolve its own roots from there.
+    """
+    roots = (paths.raw_root(), paths.preprocessed_root(), paths.results_root())
+    return {var: str(root.resolve()) for var, root in zip(paths.ROOT_VARIABLES, roots)}
 
 
 def _execute(
@@ -541,7 +555,10 @@ def record_outputs(notebook: PathLike, kernel_name: str = "python3", timeout: fl
     store the outputs in its paired ``.ipynb``: the "golden" outputs that readers and nbval see.
 
     Unlike papermill it adds no cells or metadata, and unlike ``jupyter execute`` it leaves the
-    widget state out (an image widget's frames would bloat the notebook); cells tagged
+    widget state out (an image widget's frames would bloat the notebook), and with it the widget
+    views that could never render without it: a widget displayed with a static picture
+    (``nnseg_nb.viz`` widgets) keeps only the picture, which is what a reader sees before running
+    the notebook (instead of a ``VBox(children=...)`` repr); cells tagged
     ``skip-execution`` or ``raises-exception`` behave as in nbclient. Returns the ``.ipynb`` path;
     raises :class:`NotebookError` if a cell fails (the ``.ipynb`` is then left as it was).
 
@@ -582,9 +599,21 @@ def record_outputs(notebook: PathLike, kernel_name: str = "python3", timeout: fl
             _cell_line(source, source_text),
             [line for line in source_text.splitlines() if line.strip()][:3],
         ) from None
+    _drop_widget_views(nb)
     output = source.with_suffix(".ipynb")
     jupytext.write(nb, output, fmt="ipynb")
     return output
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _drop_widget_views(nb) -> None:
+    """Remove widget views from the outputs: without the widget state nothing can render them, and
+    a frontend that tries shows an error instead of the output's static picture or text."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
 
 
 # --- batches ------------------------------------------------------------------------------------
@@ -651,7 +680,7 @@ def run_batch(
     notebook: PathLike,
     grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]],
     workers: int = 1,
-    out_root: PathLike = "runs",
+    out_root: PathLike | None = None,
     name: str | None = None,
     parameters: Mapping[str, Any] | None = None,
     kernel_name: str = "python3",
@@ -667,7 +696,8 @@ def run_batch(
             or a list of parameter dicts.
         workers: runs at a time, each in its own process and kernel (spawned; on a GPU machine keep
             one per GPU).
-        out_root, name: the batch folder is ``out_root/name`` (name: the notebook's stem); each run
+        out_root, name: the batch folder is ``out_root/name`` (out_root: :func:`nnseg_nb.paths.runs_root`,
+            name: the notebook's stem); each run
             gets ``<batch>/<parameter slug>/`` with ``executed.ipynb``, ``status.json`` and ``results.json``.
         parameters: fixed values for every run (the grid wins on a clash).
         kernel_name, timeout, env: as for :func:`run_notebook`.
@@ -689,7 +719,7 @@ def run_batch(
         raise ValueError("the grid has no runs")
     fixed = dict(parameters or {})
     _check_parameters(notebook, set(fixed).union(*runs), notebook_parameters(notebook))
-    batch_dir = Path(out_root).resolve() / (name or notebook.stem)
+    batch_dir = Path(out_root or paths.runs_root()).resolve() / (name or notebook.stem)
     names = [parameter_slug(params) or f"run{i:03d}" for i, params in enumerate(runs)]
     names = [n if names.count(n) == 1 else f"{n}_{i:03d}" for i, n in enumerate(names)]
     batch_dir.mkdir(parents=True, exist_ok=True)
@@ -763,7 +793,7 @@ def _write_index(out_root: Path, index: dict) -> None:
     lines = [
         "# nnseg_nb demo run",
         "",
-        f"Created {index['created']}. Data under `{index['env']['nnUNet_raw']}`. "
+        f"Created {index['created']}. Raw data in `{paths.display(index['env']['nnUNet_raw'])}`. "
         f"{len(entries)} of {index['n_notebooks']} notebooks run: {n_ok} ok, {len(entries) - n_ok} failed.",
         "",
         "| # | Notebook | Status | Duration | Headline figures |",
@@ -789,37 +819,49 @@ def _write_index(out_root: Path, index: dict) -> None:
 
 
 def run_demo(
-    out_root: PathLike = "runs/demo",
+    out_root: PathLike | None = None,
     notebooks_folder: PathLike | None = None,
     parameters: Mapping[str, Any] | None = None,
     kernel_name: str = "python3",
     timeout: float | None = None,
     on_result: Callable[[dict], None] | None = None,
+    data_root: PathLike | None = None,
 ) -> dict:
     """Build the demo datasets and run every guided notebook headless, in order, on its quick profile.
 
-    The notebooks' kernels get ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` pointing
-    into ``out_root`` (the caller's environment is left alone), so later notebooks find what the
-    earlier ones made. A failed notebook is recorded and the demo goes on.
+    The data is the same as the CLI's and the notebooks' (one data root, :mod:`nnseg_nb.paths`):
+    the demo datasets are built there (kept when up to date) and every kernel gets
+    ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` pointing at those roots (the caller's
+    environment is left alone), so later notebooks find what the earlier ones made. A failed
+    notebook is recorded and the demo goes on.
 
     Args:
-        out_root: everything goes here: the data roots, one folder per notebook, ``index.json`` and
-            ``index.md`` (rewritten after every notebook).
+        out_root: one folder per notebook, ``index.json`` and ``index.md`` (rewritten after every
+            notebook); default ``runs/demo`` in the project folder (:func:`nnseg_nb.paths.runs_root`).
         notebooks_folder: where the ``NN_*.py`` notebooks are (default: the repository checkout).
         parameters: extra values, given to each notebook that declares them (``profile`` is "quick").
         kernel_name, timeout: as for :func:`run_notebook`.
         on_result: called with each notebook's index entry when it finishes.
+        data_root: a separate data root for this demo (``raw``, ``preprocessed`` and ``results``
+            inside it) instead of the usual roots, e.g. to start from nothing.
 
     Returns:
         The index: ``{"created", "out_root", "env", "datasets", "n_notebooks", "notebooks": [entry]}``,
         each entry ``{"notebook", "path", "status", "duration_s", "output", "headline", "results", "error"}``.
     """
-    out_root = Path(out_root).resolve()
+    out_root = Path(out_root or paths.runs_root() / "demo").resolve()
     notebooks = list_notebooks(notebooks_folder)
     declared = {nb: notebook_parameters(nb) for nb in notebooks}
     extra = dict(parameters or {})
     _check_parameters("the demo notebooks", extra, {name: 0 for d in declared.values() for name in d})
-    env = {var: str(out_root / var) for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    if data_root is None:
+        env = data_root_env()
+    else:
+        data_root = Path(data_root).resolve()
+        env = {
+            var: str(data_root / sub)
+            for var, sub in zip(paths.ROOT_VARIABLES, ("raw", "preprocessed", "results"))
+        }
     for folder in env.values():
         Path(folder).mkdir(parents=True, exist_ok=True)
 

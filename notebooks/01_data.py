@@ -63,6 +63,7 @@ out_dir = "runs/01_data"  # results.json, the converted and the broken dataset g
 
 # %%
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # "runs/01_data" -> runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 print("profile:", profile)
 
@@ -71,7 +72,11 @@ print("profile:", profile)
 #
 # nnU-Net finds its data through three folders, named by environment variables: `nnUNet_raw` (datasets as
 # you give them), `nnUNet_preprocessed` and `nnUNet_results`. nnseg_nb honours the same variables and, when
-# they are unset, uses `./nnseg_data/raw` and its siblings, so nothing needs configuring.
+# they are unset, uses `nnseg_data/raw` and its siblings in the *project folder*: the root of your clone of
+# the repository (outside a clone, the working directory). So this notebook, whose kernel runs in
+# `notebooks/`, the `nnseg-nb` command typed at the clone's root and `nnseg-nb demo` all share one copy of
+# the data, and every notebook writes its `out_dir` under the project's `runs/`. Paths are printed relative
+# to the project folder.
 #
 # `build_demo_datasets` writes four small datasets into the raw folder (a few seconds; a second call finds
 # them up to date and skips them). They are built from one seed, so everybody gets identical files:
@@ -84,7 +89,8 @@ print("profile:", profile)
 # %% tags=["nbval-ignore-output"]
 raw = paths.raw_root()
 demo_folders = demo_data.build_demo_datasets(raw, progress=False)  # the demo data's own seed (0): shared by all notebooks
-print("raw root:", raw)
+print(paths.describe_roots())
+print("this notebook's out_dir:", paths.display(out_dir))
 
 # %%
 # Other notebooks may add datasets of their own to the raw root: list the demo ones.
@@ -235,15 +241,14 @@ print("direction:        ", np.reshape(itk_image.GetDirection(), (3, 3)).round(3
 # ## 4. Looking at the data
 #
 # The slice browser shows a volume slice by slice with the labels on top: pick the axis, the slice and the
-# intensity window. Each slice is shown at its physical aspect ratio (from the spacing). The cell after
-# the browser shows the same view as a plain picture, which is what you see on GitHub or in a headless run.
+# intensity window. Each slice is shown at its physical aspect ratio (from the spacing); the legend names
+# the labels with `dataset.json`'s names. Until you run the cell (on GitHub, or in a headless run) it shows
+# the same view as a plain picture.
 
 # %% tags=["nbval-ignore-output"]
-browser = SliceBrowser({"T1": image}, labels={"gray (1) and white (2) matter": seg}, spacing=props["spacing"])
+browser = SliceBrowser({"T1": image}, labels={"gray (1) and white (2) matter": seg}, spacing=props["spacing"],
+                       label_names=brain_json["labels"])
 display(browser)
-
-# %%
-browser.show_static()
 
 # %% [markdown]
 # A multi-channel case has one file per channel, all on the same voxel grid. Here are the CT (in Hounsfield
@@ -262,7 +267,8 @@ for name, value in dataset.load_dataset_json(multi_folder)["labels"].items():
     ct_mean, t2_mean = (float(channel[multi_seg[0] == value].mean()) for channel in multi_image)
     print(f"mean intensity in {name:<10}  CT {ct_mean:5.0f} HU   T2 {t2_mean:4.0f}")
 multi_browser = SliceBrowser({"CT (_0000)": multi_image[:1], "T2 (_0001)": multi_image[1:]}, labels=multi_seg,
-                             spacing=multi_props["spacing"])
+                             spacing=multi_props["spacing"],
+                             label_names=dataset.load_dataset_json(multi_folder)["labels"])
 multi_browser.slice.value = int(np.argmax((multi_seg[0] == 2).sum(axis=(1, 2))))  # the Z slice with the most cyst
 multi_browser.show_static()
 
@@ -277,7 +283,8 @@ aniso_image, aniso_props = io.read_case(aniso_case.images)
 aniso_seg, _ = io.read_seg(aniso_case.label)
 print("shape (c, z, y, x):", aniso_image.shape, "| spacing (z, y, x):", [round(s, 2) for s in aniso_props["spacing"]])
 aniso_browser = SliceBrowser({"MRI": aniso_image}, labels={"organ (1) and lesion (2)": aniso_seg},
-                             spacing=aniso_props["spacing"], axis=1)
+                             spacing=aniso_props["spacing"], axis=1,
+                             label_names=dataset.load_dataset_json(paths.find_dataset(902))["labels"])
 aniso_browser.slice.value = int(np.argmax((aniso_seg[0] == 2).sum(axis=(0, 2))))  # the Y cut with the most lesion
 aniso_browser.show_static()
 
@@ -437,7 +444,7 @@ print("exit code:", result.returncode)
 # Next: `02_fingerprint_and_planning` measures these datasets and plans nnU-Net's configurations for them.
 
 # %%
-notebook.write_results(out_dir, {
+results_file = notebook.write_results(out_dir, {
     "profile": profile,
     "n_datasets": len(names),
     "n_training_cases": n_training_cases,
@@ -448,3 +455,4 @@ notebook.write_results(out_dir, {
     "broken_warnings": len(report.warnings),
     "cli_exit_code": result.returncode,
 })
+print("wrote", paths.display(results_file))

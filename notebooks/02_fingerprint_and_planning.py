@@ -51,13 +51,8 @@ from IPython.display import display
 
 from nnseg_nb import dataset, demo_data, fingerprint, io, notebook, paths, planning, resampling
 from nnseg_nb.viz import show_figure
-from nnseg_nb.viz.plans import (
-    configuration_differences,
-    fingerprint_figure,
-    patch_boxes_figure,
-    planning_widget,
-    topology_figure,
-)
+from nnseg_nb.viz.planning_widget import planning_widget
+from nnseg_nb.viz.plans import configuration_differences, fingerprint_figure, patch_boxes_figure, topology_figure
 
 print(notebook.device_summary())
 
@@ -68,6 +63,7 @@ out_dir = "runs/02_fingerprint_and_planning"  # results.json goes here
 
 # %%
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # "runs/02_..." -> runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 print("profile:", profile)  # planning is cheap: both profiles do exactly what nnU-Net does
 
@@ -94,7 +90,7 @@ for folder in (brain_folder, aniso_folder):
     fingerprints[folder.name] = fingerprint.extract_fingerprint(folder, num_workers=1, progress=False)
     dataset_jsons[folder.name] = dataset.load_dataset_json(folder)
     written = fingerprint.save_fingerprint(fingerprints[folder.name], fingerprint.fingerprint_path(folder.name))
-    print("written:", written)
+    print("written:", paths.display(written))  # relative to the project folder (or as $nnUNet_preprocessed/...)
 
 # %%
 brain_fp, brain_json = fingerprints["Dataset901_BrainTissue"], dataset_jsons["Dataset901_BrainTissue"]
@@ -186,13 +182,13 @@ print("features per stage:", fullres_arch.features_per_stage, "| 2d:",
 # nnU-Net's default planner targets 8 GB. The ResEnc presets use a residual encoder
 # (1, 3, 4, 6, 6, ... blocks per stage, one conv per decoder level), their own budgets (M: 8 GB, L: 24 GB,
 # XL: 40 GB) and no 5% batch cap. Move the slider: less memory shrinks the patch; more memory raises the batch
-# size where the cap allows. Picking a preset moves the slider to that preset's own target.
+# size where the cap allows. Picking a preset moves the slider to that preset's own target. (Before you run
+# the cell, it shows the patches at 8 GB as a plain picture.)
 
 # %% tags=["nbval-ignore-output"]
 widget = planning_widget(brain_fp, brain_json, brain_image, brain_props["spacing"],
                          dataset_name="Dataset901_BrainTissue")
 display(widget)
-widget.show_static()
 
 # %% [markdown]
 # The same numbers as a table (3d_fullres patch and batch size):
@@ -213,13 +209,20 @@ for name in planning.PRESETS:
 # The package ships the `nnUNetPlans.json` that nnU-Net 2.8.1 wrote for this dataset
 # (`nnUNetv2_plan_and_preprocess -d 901`, made by `data_demo/make_nnunet_plans.py`). Our plans are a
 # `Plans` dataclass in the same layout, so the two can be compared configuration by configuration.
+#
+# One honest caveat: the plans copy the fingerprint's intensity statistics, and their mean and standard
+# deviation are sums over 1e8 float32 samples. numpy changed the order in which it adds them (version 2.3),
+# which moves the last digits (3-8e-6 relative; nnU-Net on the same numpy moves the same way). So those two
+# numbers are compared within a relative tolerance of `fingerprint.SUMMATION_RTOL`; everything else, the
+# samples, percentiles, spacings, patches, topologies and batch sizes, must be equal.
 
 # %%
 asset = resources.files("nnseg_nb") / "demo_assets" / "nnUNetPlans_Dataset901_by_nnunetv2.json"
 nnunet_plans = planning.Plans.from_json(json.loads(asset.read_text()))
 print(nnunet_plans.experiment_planner_used, "->", ", ".join(nnunet_plans.configurations))
+print(f"(intensity mean and std compared within {fingerprint.SUMMATION_RTOL:g} relative: float32 summation order)")
 for name, keys in configuration_differences(brain_plans, nnunet_plans).items():
-    print(f"{name:<11}", "identical" if not keys else f"differs in {', '.join(keys)}")
+    print(f"{name:<11}", "equal" if not keys else f"differs in {', '.join(keys)}")
 
 # %% [markdown]
 # Every figure takes a plans file from anywhere (a path, a dict or `Plans`): here nnU-Net's file drawn on the
@@ -304,7 +307,7 @@ show_figure(patch_boxes_figure(small_plans, aniso_image, aniso_props["spacing"],
 # ## Summary
 #
 # The plans are a pure function of the fingerprint and a few constants: the same data gives the same plans
-# file as nnU-Net's, number for number. The next notebook applies them: cropping, resampling to the target
+# file as nnU-Net's, number for number (the intensity mean and std to within float32 summation order). The next notebook applies them: cropping, resampling to the target
 # spacing and normalization.
 
 # %%
@@ -318,7 +321,7 @@ results = {
     "brain_2d_batch": brain_plans.configuration("2d").batch_size,
     "aniso_target_spacing": [round(s, 4) for s in aniso_plans.configuration("3d_fullres").spacing],
     "aniso_3d_fullres_patch": aniso_plans.configuration("3d_fullres").patch_size,
-    "identical_to_nnunet": not any(configuration_differences(brain_plans, nnunet_plans).values()),
+    "equal_to_nnunet": not any(configuration_differences(brain_plans, nnunet_plans).values()),
 }
 notebook.write_results(out_dir, results)
 print(json.dumps(results))

@@ -150,8 +150,9 @@ def test_dataset_mode_writes_fingerprint_plans_and_dataset_json(roots, capsys):
     )
     assert cli.main(["plan", "902", "-np", "1"]) == 0
     out = capsys.readouterr().out
-    assert f"fingerprint: computing {preprocessed / 'dataset_fingerprint.json'}" in out
-    assert f"wrote {preprocessed / 'nnUNetPlans.json'} (ExperimentPlanner, 8 GB GPU target)" in out
+    shown = "$nnUNet_preprocessed/Dataset902_AnisoSynth"  # paths as the user's root variable, not /tmp/...
+    assert f"fingerprint: computing {shown}/dataset_fingerprint.json" in out
+    assert f"wrote {shown}/nnUNetPlans.json (ExperimentPlanner, 8 GB GPU target)" in out
     assert sorted(p.name for p in preprocessed.iterdir()) == [
         "dataset.json",
         "dataset_fingerprint.json",
@@ -175,7 +176,8 @@ def test_dataset_mode_writes_fingerprint_plans_and_dataset_json(roots, capsys):
     assert cli.main(["plan", "Dataset902_AnisoSynth", "--planner", "resenc-m"]) == 0
     resenc = planning.load_plans(preprocessed / "nnUNetResEncUNetMPlans.json")
     assert resenc.configuration("3d_fullres").data_identifier == "nnUNetPlans_3d_fullres"
-    assert f"fingerprint: {preprocessed / 'dataset_fingerprint.json'}" in capsys.readouterr().out  # reused
+    reused = "fingerprint: $nnUNet_preprocessed/Dataset902_AnisoSynth/dataset_fingerprint.json"
+    assert reused in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("dataset", ["Dataset902_AnisoSynth", "Dataset904_Shapes2D"])

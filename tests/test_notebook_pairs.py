@@ -133,3 +133,47 @@ def test_nbval_sanitizers(text, expected):
     for regex, replace in patterns:  # nbval applies them in file order
         result = re.sub(regex, replace, result)
     assert result == (text if expected is None else expected)
+
+
+def test_running_a_notebook_in_jupyter_leaves_the_committed_ipynb_alone():
+    """Jupyter (with jupytext) saves a .py notebook to both files of its pair: the pair's .ipynb must be a
+    git-ignored working copy, not the committed notebooks/NN_name.ipynb that Colab opens."""
+    import subprocess
+
+    from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file
+    from jupytext.paired_paths import paired_paths
+
+    config = load_jupytext_configuration_file(find_jupytext_configuration_file(str(NOTEBOOKS)))
+    formats = config.default_formats(str(SOURCES[0]))
+    paired = [Path(path) for path, _ in paired_paths(str(SOURCES[0]), "py:percent", formats)]
+    assert paired[0] == SOURCES[0] and len(paired) == 2
+    working_copy = paired[1]
+    assert working_copy.suffix == ".ipynb" and working_copy != SOURCES[0].with_suffix(".ipynb")
+    assert working_copy.is_relative_to(REPO / "runs")
+    if (REPO / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(working_copy)], cwd=REPO)
+        assert ignored.returncode == 0, f"{working_copy} is not git-ignored"
+
+
+COLAB_BADGE = re.compile(
+    r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]\(([^)\s]+)\)"
+)
+READMES = (REPO / "README.md", NOTEBOOKS / "README.md")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_every_notebook_has_a_readme_badge_opening_its_ipynb(source):
+    links = {link for readme in READMES for link in COLAB_BADGE.findall(readme.read_text())}
+    assert COLAB_URL.format(source.stem) in links, (
+        f"no Colab badge for {source.stem}.ipynb in README.md or notebooks/README.md"
+    )
+
+
+def test_readme_badges_open_existing_notebooks():
+    prefix = COLAB_URL.format("")[: -len(".ipynb")]
+    for readme in READMES:
+        for link in COLAB_BADGE.findall(readme.read_text()):
+            assert link.startswith(prefix) and link.endswith(".ipynb"), (readme.name, link)
+            ipynb = NOTEBOOKS / link.removeprefix(prefix)
+            if ipynb.name != "NN_name.ipynb":  # the template's placeholder
+                assert ipynb.is_file() and ipynb.with_suffix(".py").is_file(), (readme.name, link)

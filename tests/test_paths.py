@@ -114,3 +114,89 @@ def test_dataset_name_searches_all_three_roots(tmp_path, monkeypatch):
     assert dataset_name(11) == "Dataset011_Only_Results"
     (tmp_path / "nnUNet_preprocessed" / "Dataset011_Only_Results").mkdir(parents=True)
     assert dataset_name("11") == "Dataset011_Only_Results"  # the same dataset in two roots is not ambiguous
+
+
+def _clone(tmp_path, name="nnseg-nb"):
+    """A folder that looks like a clone of this repository (a pyproject.toml naming the project)."""
+    clone = tmp_path / "clone"
+    (clone / "notebooks").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text(f'[project]\nname = "{name}"\nversion = "0.1.0"\n')
+    return clone
+
+
+def test_one_data_root_for_the_whole_clone(tmp_path, monkeypatch):
+    """The CLI at the clone's root and a Jupyter kernel in notebooks/ read and write the same folders."""
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    clone = _clone(tmp_path)
+    for where in (clone, clone / "notebooks"):
+        monkeypatch.chdir(where)
+        assert paths.find_clone() == clone and paths.project_root() == clone
+        assert paths.raw_root() == clone / "nnseg_data" / "raw"
+        assert paths.results_root() == clone / "nnseg_data" / "results"
+        assert paths.runs_root() == clone / "runs"
+        assert paths.in_project("runs/01_data") == clone / "runs" / "01_data"
+    assert paths.in_project(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # absolute: as given
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "mine"))
+    assert paths.raw_root() == tmp_path / "mine"  # the variables still win
+
+
+def test_another_project_is_not_a_clone(tmp_path, monkeypatch):
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    clone = _clone(tmp_path, name="nnseg-nb-fork-of-something")
+    monkeypatch.chdir(clone / "notebooks")
+    assert paths.find_clone() is None
+    assert paths.project_root() == clone / "notebooks"  # outside a clone: the working directory
+    assert paths.raw_root() == clone / "notebooks" / "nnseg_data" / "raw"
+
+
+def test_display_hides_the_users_folders(tmp_path, monkeypatch):
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    clone = _clone(tmp_path)
+    monkeypatch.chdir(clone / "notebooks")
+    assert (
+        paths.display(paths.raw_root() / "Dataset901_BrainTissue") == "nnseg_data/raw/Dataset901_BrainTissue"
+    )
+    assert paths.display(clone / "runs" / "01_data") == "runs/01_data"
+    assert paths.display(clone) == "."
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert paths.display(tmp_path / "data" / "x.nii.gz") == "~/data/x.nii.gz"
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    assert (
+        paths.display(tmp_path / "pre" / "Dataset001_A" / "plans.json")
+        == "$nnUNet_preprocessed/Dataset001_A/plans.json"
+    )
+    assert paths.display(tmp_path / "pre") == "$nnUNet_preprocessed"
+    assert paths.display("/proc/elsewhere") == "/proc/elsewhere"
+    assert paths.describe_roots().splitlines() == [
+        "raw:          nnseg_data/raw",
+        f"preprocessed: $nnUNet_preprocessed = {tmp_path / 'pre'}",
+        "results:      nnseg_data/results",
+    ]
+
+
+def test_cli_demo_data_in_notebooks_uses_the_clones_root(tmp_path, monkeypatch, capsys):
+    """`nnseg-nb demo-data` typed in notebooks/ writes where the notebooks' kernels read: <clone>/nnseg_data."""
+    from nnseg_nb import cli, demo_data
+
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    clone = _clone(tmp_path)
+    monkeypatch.chdir(clone / "notebooks")
+    built = []
+
+    def fake_build(root, seed, only, overwrite):
+        built.append(root)
+        return {name: root / name for name in only}
+
+    monkeypatch.setattr(demo_data, "build_demo_datasets", fake_build)
+    assert cli.main(["demo-data", "--only", "904"]) == 0
+    assert built == [clone / "nnseg_data" / "raw"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        f"project folder: {clone}",
+        "raw:          nnseg_data/raw",
+        "built      nnseg_data/raw/Dataset904_Shapes2D",
+    ]

@@ -6,6 +6,7 @@ trainer nnUNetTrainerTiny, folds 0 and 1; nnU-Net's own predictions and fold 0's
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from nnseg_nb.ensemble import load_properties
 from nnseg_nb.evaluation import load_summary_json
 from nnseg_nb.inference import load_model
 from nnseg_nb.predict import PredictionSettings, predict_folder, predict_image, predict_validation
+from nnseg_nb.preprocessed import load_case as load_preprocessed_case
 
 FIXTURE = Path(__file__).parent / "fixtures" / "inference_model"
 DATASET = "Dataset990_TinyInfer"
@@ -91,6 +93,9 @@ def test_missing_fold_names_the_file():
 def test_validation_equals_nnunet_final_validation(tmp_path):
     model_folder = tmp_path / DATASET / MODEL.name
     shutil.copytree(MODEL, model_folder, ignore=shutil.ignore_patterns("validation"))
+    plans = json.loads((model_folder / "plans.json").read_text())  # as a lowres stage would be
+    plans["configurations"]["3d_tiny"]["next_stage"] = "3d_fullres"
+    (model_folder / "plans.json").write_text(json.dumps(plans))
     summary = predict_validation(
         model_folder,
         0,
@@ -106,6 +111,13 @@ def test_validation_equals_nnunet_final_validation(tmp_path):
     expected = load_summary_json(theirs_folder / "summary.json")
     assert summary["foreground_mean"]["Dice"] == pytest.approx(expected["foreground_mean"]["Dice"], abs=1e-3)
     assert (ours_folder / "summary.json").is_file()
+    # the next stage's input: labels on the 3d_fullres grid, as nnU-Net's resample_and_save writes them
+    _, seg, _ = load_preprocessed_case(
+        FIXTURE / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres", "tiny_003"
+    )
+    next_stage = np.load(model_folder / "predicted_next_stage" / "3d_fullres" / "tiny_003.npy")
+    assert next_stage.shape == seg.shape and next_stage.dtype == np.uint8
+    assert np.mean(next_stage == np.maximum(seg, 0)) > 0.95
 
 
 def test_cli_predicts_with_model_folder_or_dataset_and_configuration(tmp_path, monkeypatch, capsys):
@@ -135,3 +147,56 @@ def test_cli_reports_bad_input_as_error_lines(tmp_path, capsys):
     assert (tmp_path / "o" / "test_006.nii.gz").is_file()  # the good cases were predicted
     assert main(["predict", "-i", str(IMAGES), "-o", str(tmp_path / "o"), "-m", str(MODEL), "-f", "4"]) == 1
     assert "fold_4" in capsys.readouterr().err
+
+
+def test_cascade_appends_the_previous_stage_one_hot(model, tmp_path):
+    import dataclasses
+
+    from nnseg_nb.network import build_network
+    from nnseg_nb.predict import preprocess_for_prediction
+    from nnseg_nb.preprocessing import preprocess_case
+
+    configuration = dataclasses.replace(model.configuration, previous_stage="3d_lowres")
+    network = build_network(configuration.architecture, 3, 3, deep_supervision=False).eval()
+    cascade = dataclasses.replace(
+        model, configuration=configuration, network=network, fold_weights=[network.state_dict()]
+    )
+    assert cascade.num_input_channels == 3  # the image + one channel per foreground label
+    image, props = io.read_case([IMAGES / "test_006_0000.nii.gz"])
+    previous, _ = io.read_seg(NNUNET / "test_006.nii.gz")
+    data, _ = preprocess_for_prediction(cascade, image, props, previous)
+    _, seg, _ = preprocess_case(image, previous, props, model.plans, "3d_tiny", model.dataset_json)
+    assert data.shape[0] == 3
+    np.testing.assert_array_equal(data[1], seg[0] == 1)
+    np.testing.assert_array_equal(data[2], seg[0] == 2)
+    with pytest.raises(ValueError, match="cascade stage"):
+        preprocess_for_prediction(cascade, image, props, None)
+    report = predict_folder(cascade, IMAGES, tmp_path / "out", NNUNET, PredictionSettings(progress=False))
+    assert report.failed == {} and len(report.written) == 2
+    report = predict_folder(cascade, IMAGES, tmp_path / "out2", tmp_path, PredictionSettings(progress=False))
+    assert all("no previous-stage prediction" in message for message in report.failed.values())
+
+
+def test_spacing_far_from_the_training_data_warns(model):
+    from nnseg_nb.predict import spacing_warning
+
+    image, props = io.read_case([IMAGES / "test_006_0000.nii.gz"])
+    assert spacing_warning(model, props, "a.nii.gz") is None
+    far = {**props, "spacing": [s / 3 for s in props["spacing"]]}  # resampled to a 3x smaller grid: quick
+    assert "a.nii.gz: spacing" in spacing_warning(model, far, "a.nii.gz")
+    with pytest.warns(UserWarning, match="far from the training data"):
+        predict_image(model, image, far, settings=PredictionSettings(use_mirroring=False, progress=False))
+
+
+class _Anything:  # a pickled object a weights-only load must refuse
+    pass
+
+
+def test_checkpoints_load_without_running_code(tmp_path):
+    from nnseg_nb.inference import load_checkpoint
+
+    checkpoint = load_checkpoint(MODEL / "fold_0" / "checkpoint_final.pth")  # nnU-Net's, numpy inside
+    assert checkpoint["trainer_name"] == "nnUNetTrainerTiny" and "network_weights" in checkpoint
+    torch.save({"network_weights": {}, "x": _Anything()}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="bad.pth: not a loadable"):
+        load_checkpoint(tmp_path / "bad.pth")

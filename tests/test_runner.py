@@ -176,11 +176,11 @@ def test_run_demo_writes_index(tmp_path, monkeypatch):
         runner.run_demo(out, notebooks_folder=folder, parameters={"nope": 1})
     assert not built  # checked before building anything
 
-    index = runner.run_demo(out, notebooks_folder=folder, parameters={"seed": 3})
-    assert built == [out / "nnUNet_raw"] and "nnUNet_raw" not in os.environ
+    index = runner.run_demo(out, notebooks_folder=folder, parameters={"seed": 3}, data_root=tmp_path / "data")
+    assert built == [tmp_path / "data" / "raw"] and "nnUNet_raw" not in os.environ
     assert [c[0] for c in calls] == ["01_first.py", "02_second.py"]
     assert calls[0][1] == {"profile": "quick", "seed": 3} and calls[1][1] == {"profile": "quick"}
-    assert calls[0][2]["nnUNet_results"] == str(out / "nnUNet_results")
+    assert calls[0][2]["nnUNet_results"] == str(tmp_path / "data" / "results")
     assert [(e["notebook"], e["status"]) for e in index["notebooks"]] == [
         ("01_first", "ok"),
         ("02_second", "error"),
@@ -255,6 +255,48 @@ def test_record_outputs_writes_a_golden_pair(tmp_path):
     ]
     widget_outputs = golden.cells[-1].outputs
     kinds = [sorted(o.get("data", {})) for o in widget_outputs if o.output_type == "display_data"]
-    assert kinds == [["application/vnd.jupyter.widget-view+json", "text/plain"], ["image/png", "text/plain"]]
+    # the widget's view is gone (no state to render it), its static picture stays: what readers see first
+    assert kinds == [["image/png", "text/plain"], ["image/png", "text/plain"]]
+    assert widget_outputs[0].data["text/plain"].startswith("SliceBrowser: image")
     assert widget_outputs[-1].text == "cwd: notebooks\n"  # ran in the notebook's folder, like nbval
     assert json.loads((source.parent / "runs" / "tiny" / "results.json").read_text())["a_seen"] == 1
+
+
+def test_demo_and_runs_share_the_clones_data_root(tmp_path, monkeypatch):
+    """Without a data_root the demo uses the roots the CLI and the notebooks use: <clone>/nnseg_data."""
+    clone = tmp_path / "clone"
+    (clone / "notebooks").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text('[project]\nname = "nnseg-nb"\n')
+    folder = tmp_path / "nbs"
+    _demo_notebooks(folder)
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(clone / "notebooks")  # e.g. a terminal opened in notebooks/
+    built, envs = [], []
+    fake_data = types.ModuleType("nnseg_nb.demo_data")
+    fake_data.build_demo_datasets = lambda raw: built.append(raw) or {}
+    monkeypatch.setitem(sys.modules, "nnseg_nb.demo_data", fake_data)
+
+    def fake_run(notebook, output, parameters, env, **kwargs):
+        envs.append(dict(env))
+        return RunResult(str(notebook), str(output), str(Path(output).parent), parameters)
+
+    monkeypatch.setattr(runner, "run_notebook", fake_run)
+    index = runner.run_demo(notebooks_folder=folder)
+    assert built == [clone / "nnseg_data" / "raw"]
+    assert (
+        envs[0]
+        == runner.data_root_env()
+        == {
+            var: str(clone / "nnseg_data" / sub)
+            for var, sub in zip(
+                ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"), ("raw", "preprocessed", "results")
+            )
+        }
+    )
+    assert Path(index["out_root"]) == clone / "runs" / "demo"
+    assert "Raw data in `nnseg_data/raw`" in (clone / "runs" / "demo" / "index.md").read_text()
+    assert (
+        runner.default_output("x/01_a.py", {"seed": 1})
+        == clone / "runs" / "01_a" / "seed=1" / "executed.ipynb"
+    )

@@ -161,3 +161,46 @@ def test_montage_spans_labelled_slices(case):
     fig = slices_figure(image, labels, spacing=(2, 1, 1), n=4, ncols=2)
     assert [ax.get_title() for ax in fig.axes] == ["Z = 3", "Z = 5", "Z = 6", "Z = 8"]
     assert _png_shape(figure_png(fig, dpi=40))[0] > 50
+
+
+def test_browser_layout_legend_and_display_bundle(monkeypatch):
+    """Controls are wide enough to read (ipywidgets 8 cuts at ~64/80 px), panels keep their natural
+    size, the legend names the labels, and display() carries the static picture with the widget."""
+    import IPython.display
+
+    image = np.random.default_rng(0).normal(size=(80, 40, 30)).astype(np.float32) * 300
+    labels = np.zeros((80, 40, 30), np.uint8)
+    labels[10:30, 5:20, 5:20], labels[40:50, 10:30, 10:25] = 1, 3
+    browser = SliceBrowser(
+        image, labels=labels, label_names={"background": 0, "gray": 1, "tumor": 3}, size=200
+    )
+    assert int(browser.slice.layout.width.removesuffix("px")) >= 400  # ~5 px per slice, not 120 px for 80
+    assert browser.window.readout is False and " to " in browser.window_readout.value
+    low, high = browser.window.value
+    assert browser.window_readout.value == f"{low:.4g} to {high:.4g}"
+    assert [(value, name) for value, name, _ in browser.legend] == [(1, "gray"), (3, "tumor")]
+    assert "1 gray" in browser.legend_html.value and "3 tumor" in browser.legend_html.value
+    colour = tuple(round(255 * c) for c in label_colors(4)[3])
+    assert f"background:rgb({colour[0]},{colour[1]},{colour[2]})" in browser.legend_html.value
+    panel = browser.images["image"]
+    height, width = _png_shape(panel.value)
+    assert (panel.layout.width, panel.layout.height) == (f"{width}px", f"{height}px")
+    browser.axis.value = 2
+    height, width = _png_shape(panel.value)
+    assert panel.layout.width == f"{width}px" and panel.layout.height == f"{height}px"
+    legend_texts = [t.get_text() for legend in browser.figure().legends for t in legend.get_texts()]
+    assert legend_texts == ["1 gray", "3 tumor"]
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: shown.append((a, k)))
+    browser._ipython_display_()
+    (bundle,), kwargs = shown[0]
+    assert kwargs == {"raw": True}
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == browser.widget.model_id
+    assert bundle["text/plain"] == "SliceBrowser: image (run the cell to browse)"
+    import base64
+
+    assert base64.b64decode(bundle["image/png"])[:8] == PNG_MAGIC
+
+    no_labels = SliceBrowser(image)
+    assert no_labels.legend == [] and no_labels.legend_html.layout.display == "none"

@@ -15,12 +15,12 @@ from nnseg_nb.demo_data import build_demo_datasets
 from nnseg_nb.fingerprint import load_fingerprint
 from nnseg_nb.io import read_case, read_seg
 from nnseg_nb.viz.overlay import figure_png
+from nnseg_nb.viz.planning_widget import planning_widget
 from nnseg_nb.viz.plans import (
     configuration_differences,
     deep_supervision_weights,
     fingerprint_figure,
     patch_boxes_figure,
-    planning_widget,
     plotted_configurations,
     topology_figure,
     topology_rows,
@@ -195,6 +195,44 @@ def test_widget_replans_as_planning_does(aniso_case):
     assert widget.plans.to_json() == planning.plan(fingerprint, dataset_json, planning.RESENC_L).to_json()
     batch = widget.plans.configuration("3d_fullres").batch_size
     assert f"3d_fullres: patch 24 x 96 x 112, batch {batch}," in widget.text.value
+
+
+def test_widget_controls_are_readable_and_the_picture_sharp(aniso_case):
+    """ipywidgets 8 cut "GPU memory" and the readout short, and stretched the picture to the output's width."""
+    fingerprint, dataset_json = _inputs(ANISO)
+    image, _, spacing = aniso_case
+    widget = planning_widget(fingerprint, dataset_json, image, spacing, dpi=50)
+    assert widget.gpu_memory.style.description_width == "initial" and widget.gpu_memory.readout is False
+    assert widget.memory_readout.value == "8 GB"
+    widget.gpu_memory.value = 0.25
+    assert widget.memory_readout.value == "0.25 GB"
+    with Image.open(io.BytesIO(widget.picture.value)) as picture:
+        width, height = picture.size  # rendered at twice the dpi, shown at half: sharp on high-DPI screens
+    assert (
+        widget.picture.layout.width == f"{width // 2}px"
+        and widget.picture.layout.height == f"{height // 2}px"
+    )
+    with Image.open(io.BytesIO(figure_png(widget.figure(), dpi=50))) as static:
+        assert abs(static.size[0] - width // 2) <= 2  # the same size as the static copy
+
+
+def test_intensity_statistics_compare_within_summation_order():
+    """numpy < 2.3 sums 1e8 float32 values in another order: the mean moves by ~8e-6 relative."""
+    fingerprint, dataset_json = _inputs(BRAIN)
+    ours = planning.plan(fingerprint, dataset_json, dataset_name="Dataset901_BrainTissue").to_json()
+    moved = json.loads(json.dumps(ours))
+    stats = moved["foreground_intensity_properties_per_channel"]["0"]
+    stats["mean"] *= 1 + 8e-6
+    stats["std"] *= 1 - 5e-6
+    assert configuration_differences(ours, moved)["plans"] == []
+    assert configuration_differences(ours, moved, intensity_rtol=0)["plans"] == [
+        "foreground_intensity_properties_per_channel"
+    ]
+    stats["mean"] *= 1.01  # a real difference is still one
+    assert configuration_differences(ours, moved)["plans"] == ["foreground_intensity_properties_per_channel"]
+    spacing_moved = json.loads(json.dumps(ours))
+    spacing_moved["configurations"]["3d_fullres"]["spacing"][0] *= 1 + 1e-9  # no tolerance elsewhere
+    assert configuration_differences(ours, spacing_moved)["3d_fullres"] == ["spacing"]
 
 
 def test_widget_without_image_and_unknown_preset(capsys):

@@ -2,9 +2,10 @@
 
     from nnseg_nb.viz import SliceBrowser, show_slices
     browser = SliceBrowser({"image": image}, labels={"ground truth": gt}, spacing=spacing)
-    display(browser); browser.show_static()   # widget + static copy (headless runs keep the copy)
+    display(browser)            # the widget, and its static picture for viewers that cannot show widgets
     show_slices(image, labels=gt, spacing=spacing, n=6)
 
+The planning widget is :mod:`nnseg_nb.viz.planning_widget`, the plans figures :mod:`nnseg_nb.viz.plans`.
 Figures are made with ``matplotlib.figure.Figure`` (not pyplot) and shown as PNG outputs with
 :func:`show_figure`, so they appear exactly once, under any backend, headless included.
 """

@@ -4,8 +4,8 @@ In a notebook cell (tag it ``nbval-ignore-output``: widget output differs betwee
 
     browser = SliceBrowser({"image": image}, labels={"ground truth": gt, "prediction": pred},
                            spacing=props["spacing"])
-    display(browser)        # interactive: axis, slice, channel, window, label opacity
-    browser.show_static()   # the same view as a plain PNG, for papermill runs, nbval and GitHub
+    display(browser)        # interactive: axis, slice, channel, window, label opacity, a colour legend
+    browser.show_static()   # the same view as a plain PNG (display() also carries it, see below)
 
     show_slices(image, labels=gt, spacing=props["spacing"], n=6)   # a static montage
 
@@ -13,7 +13,10 @@ Arrays are ``(C, Z, Y, X)`` or ``(Z, Y, X)`` (``(Y, X)`` too), labels ``(1, Z, Y
 Each frame is the grey image with the labels blended in (:func:`overlay_rgb`, fixed class colours),
 resampled to the physical aspect ratio and sent as PNG bytes to an ``ipywidgets.Image``; frames are
 cached, so going back to a slice costs nothing. In the Y and X views the Z axis points up. Only
-widgets that ipywidgets 7.7 (Colab) and 8 share are used.
+widgets that ipywidgets 7.7 (Colab) and 8 share are used, with explicit widths (ipywidgets 8 cuts
+readouts and descriptions at about 64 and 80 pixels). ``display(browser)`` sends the widget together
+with the static picture, so a viewer without the widget (GitHub, a notebook before it runs) shows
+the picture rather than a ``VBox(...)`` repr.
 """
 
 from __future__ import annotations
@@ -23,9 +26,19 @@ from functools import lru_cache
 
 import numpy as np
 
-from nnseg_nb.viz.overlay import figure_png, overlay_rgb, png_bytes, robust_window, show_figure
+from nnseg_nb.viz.overlay import (
+    display_widget,
+    figure_png,
+    label_colors,
+    overlay_rgb,
+    png_bytes,
+    png_size,
+    robust_window,
+    show_figure,
+)
 
 AXIS_NAMES = ("Z", "Y", "X")
+WIDE = {"description_width": "70px"}  # every control's description column, so they line up
 
 
 def _as_czyx(array, name: str) -> np.ndarray:
@@ -60,6 +73,36 @@ def _resample_to_aspect(rgb: np.ndarray, pixel_spacing: tuple[float, float], siz
     return rgb[rows][:, cols]
 
 
+def label_legend(values: Sequence[int], names: Mapping | None = None) -> list[tuple[int, str, tuple]]:
+    """``(value, name, rgb)`` for each label value > 0, named from ``names``.
+
+    ``names`` maps a value to its name, or a name to its value as in ``dataset.json``'s ``labels``
+    (regions, whose value is a list, are left out).
+
+    >>> [(v, n) for v, n, _ in label_legend([0, 1, 2], {"background": 0, "gray": 1, "white": 2})]
+    [(1, 'gray'), (2, 'white')]
+    """
+    by_value = {}
+    for key, value in (names or {}).items():
+        if isinstance(key, str) and isinstance(value, (int, np.integer)):
+            by_value[int(value)] = key
+        elif isinstance(key, (int, np.integer)):
+            by_value[int(key)] = str(value)
+    shown = sorted({int(v) for v in values if int(v) > 0})
+    colors = label_colors(max(shown, default=0) + 1)
+    return [(v, by_value.get(v, f"label {v}"), tuple(colors[v])) for v in shown]
+
+
+def _legend_html(legend) -> str:
+    swatch = (
+        '<span style="display:inline-block;width:12px;height:12px;margin:0 4px 0 10px;'
+        'vertical-align:middle;background:rgb({},{},{})"></span>'
+    )
+    return "".join(
+        swatch.format(*(round(255 * c) for c in rgb)) + f"{value} {name}" for value, name, rgb in legend
+    )
+
+
 def _set_bounds(slider, low, high, value) -> None:
     """Move a slider's range without the value ever falling outside it (traitlets would clip it)."""
     slider.min, slider.max = min(slider.min, low), max(slider.max, high)
@@ -80,9 +123,12 @@ class SliceBrowser:
             volumes and channels get their own robust window.
         alpha: label opacity.
         size: long side of each panel in screen pixels.
+        label_names: names for the legend: ``dataset.json``'s ``labels`` (``{"gray": 1, ...}``) or
+            ``{1: "gray", ...}``; unnamed values are shown as ``label k``.
 
     Attributes: ``widget`` (the VBox), and the controls ``axis``, ``slice``, ``channel``, ``window``,
-    ``opacity``; ``images`` maps panel titles to their ``ipywidgets.Image``.
+    ``opacity``; ``images`` maps panel titles to their ``ipywidgets.Image``; ``legend`` lists
+    ``(value, name, rgb)`` of the label values present.
     """
 
     def __init__(
@@ -94,6 +140,7 @@ class SliceBrowser:
         window: tuple[float, float] | None = None,
         alpha: float = 0.4,
         size: int = 320,
+        label_names: Mapping | None = None,
     ):
         import ipywidgets as widgets
 
@@ -114,26 +161,50 @@ class SliceBrowser:
         axis = 0 if is_2d else axis
         low, high = self._data_range(0, 0)
 
+        # one slider step per few pixels: as wide as the panels, at least 400 px
+        row_width = max(400, (self.size + 10) * len(self.panels))
         self.axis = widgets.ToggleButtons(
-            options=[(n, i) for i, n in enumerate(AXIS_NAMES)], value=axis, description="axis"
+            options=[(n, i) for i, n in enumerate(AXIS_NAMES)],
+            value=axis,
+            description="axis",
+            style={**WIDE, "button_width": "40px"},
         )
         self.slice = widgets.IntSlider(
-            value=self.shape[axis] // 2, min=0, max=self.shape[axis] - 1, description="slice"
+            value=self.shape[axis] // 2,
+            min=0,
+            max=self.shape[axis] - 1,
+            description="slice",
+            style=WIDE,
+            layout=widgets.Layout(width=f"{row_width}px"),
         )
-        self.channel = widgets.IntSlider(value=0, min=0, max=n_channels - 1, description="channel")
+        self.channel = widgets.IntSlider(
+            value=0, min=0, max=n_channels - 1, description="channel", style=WIDE
+        )
         self.window = widgets.FloatRangeSlider(
             value=window or self._window(0, 0),
             min=low,
             max=high,
             step=(high - low) / 500,
             description="window",
+            readout=False,  # shown by window_readout: ipywidgets 8 cuts "-1000.00 - 1500.00" short
+            style=WIDE,
+            layout=widgets.Layout(width="320px"),
         )
-        self.opacity = widgets.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05, description="opacity")
+        self.window_readout = widgets.Label(layout=widgets.Layout(width="130px"))
+        self.opacity = widgets.FloatSlider(
+            value=alpha, min=0.0, max=1.0, step=0.05, description="opacity", style=WIDE
+        )
+        self.legend = label_legend(
+            np.unique(np.concatenate([np.unique(p[2]) for p in self.panels if p[2] is not None] or [[]])),
+            label_names,
+        )
+        self.legend_html = widgets.HTML(_legend_html(self.legend))
         for control, hidden in (
             (self.axis, is_2d),
             (self.slice, is_2d),
             (self.channel, n_channels == 1),
             (self.opacity, all(p[2] is None for p in self.panels)),
+            (self.legend_html, not self.legend),
         ):
             if hidden:
                 control.layout.display = "none"
@@ -148,9 +219,10 @@ class SliceBrowser:
         self.widget = widgets.VBox(
             [
                 widgets.HBox(panels),
+                self.legend_html,
                 widgets.HBox([self.axis, self.channel]),
                 self.slice,
-                widgets.HBox([self.window, self.opacity]),
+                widgets.HBox([self.window, self.window_readout, self.opacity]),
                 self.info,
             ]
         )
@@ -255,7 +327,12 @@ class SliceBrowser:
         alpha = round(float(self.opacity.value), 3)
         for panel, (title, volume_index, _) in enumerate(self.panels):
             window = self._window(volume_index, channel)
-            self.images[title].value = self._frame(panel, axis, index, channel, window, alpha)
+            png = self._frame(panel, axis, index, channel, window, alpha)
+            width, height = png_size(png)  # shown at its own size: never stretched to the output's width
+            self.images[title].value = png
+            self.images[title].layout.width, self.images[title].layout.height = f"{width}px", f"{height}px"
+        low, high = self.window.value
+        self.window_readout.value = f"{low:.4g} to {high:.4g}"
         self.info.value = (
             f"{AXIS_NAMES[axis]} = {index} of {self.shape[axis]} &nbsp; "
             f"spacing {' x '.join(f'{s:g}' for s in self.spacing)}"
@@ -296,6 +373,11 @@ class SliceBrowser:
             ax.imshow(rgb, aspect=row_mm / col_mm, interpolation="nearest")
             ax.set_title(f"{self.panels[panel][0]}  ({AXIS_NAMES[axis]} = {index})", fontsize=9)
             ax.set_axis_off()
+        if self.legend:
+            from matplotlib.patches import Patch
+
+            handles = [Patch(color=rgb, label=f"{value} {name}") for value, name, rgb in self.legend]
+            fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)
         return fig
 
     def show_static(self, dpi: int = 80) -> None:
@@ -303,9 +385,9 @@ class SliceBrowser:
         show_figure(self.figure(), dpi=dpi)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        """The widget, with :meth:`figure` as the picture for viewers that cannot show it."""
+        text = f"SliceBrowser: {', '.join(title for title, _, _ in self.panels)} (run the cell to browse)"
+        display_widget(self.widget, figure_png(self.figure(), dpi=80), text)
 
 
 def _montage_indices(n_slices: int, labels_zyx: np.ndarray | None, axis: int, n: int) -> list[int]:

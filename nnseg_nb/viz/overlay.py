@@ -16,7 +16,9 @@ True
 
 from __future__ import annotations
 
+import base64
 import io
+import struct
 
 import matplotlib
 import numpy as np
@@ -123,3 +125,36 @@ def show_figure(fig, dpi: int = 100) -> None:
     from IPython.display import Image, display
 
     display(Image(data=figure_png(fig, dpi=dpi), format="png"))
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """``(width, height)`` in pixels of PNG bytes, read from the header.
+
+    >>> png_size(png_bytes(np.zeros((3, 5, 3), np.uint8)))
+    (5, 3)
+    """
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not PNG bytes")
+    return struct.unpack(">II", png[16:24])
+
+
+def display_widget(widget, png: bytes, text: str) -> None:
+    """Display an ipywidgets widget with a static picture in the same output.
+
+    A live frontend renders the widget; anything without the widget's state (GitHub, nbviewer, a
+    notebook opened before running it, where ``nnseg-nb record`` left only the picture) shows
+    ``png`` instead of a ``VBox(children=...)`` repr. ``text`` is the plain-text fallback.
+    """
+    from IPython.display import display
+
+    bundle = {
+        "text/plain": text,
+        "image/png": base64.b64encode(png).decode("ascii"),
+        # the view reference that ipywidgets 7.7 and 8 both send (their own _ipython_display_/_repr_mimebundle_)
+        "application/vnd.jupyter.widget-view+json": {
+            "version_major": 2,
+            "version_minor": 0,
+            "model_id": widget.model_id,
+        },
+    }
+    display(bundle, raw=True)

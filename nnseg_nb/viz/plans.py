@@ -6,8 +6,8 @@ Every function takes any ``nnUNetPlans.json``, ours or nnU-Net's: as ``Plans``, 
     plans = planning.plan(fingerprint, dataset_json)
     show_figure(patch_boxes_figure(plans, image, spacing))       # each configuration's patch on 3 slices, in mm
     show_figure(topology_figure(plans, "3d_fullres"))            # the U-Net: stages, sizes, strides, kernels
-    widget = planning_widget(fingerprint, dataset_json, image, spacing)   # GPU memory + preset -> re-plan
-    display(widget); widget.show_static()
+
+The planning widget, which re-plans as GPU memory and preset change, is :mod:`nnseg_nb.viz.planning_widget`.
 
 ``image`` is ``(C, Z, Y, X)`` with ``spacing`` in the reader's axis order, as ``io.read_case`` returns
 them; the figures transpose both with the plans' ``transpose_forward``. Slices are drawn in
@@ -17,20 +17,19 @@ spacing`` mm is the patch to scale.
 
 from __future__ import annotations
 
-import warnings
+import math
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 from scipy import ndimage
 
-from nnseg_nb import planning
+from nnseg_nb.fingerprint import SUMMATION_RTOL
 from nnseg_nb.network import RESIDUAL_ENCODER_UNET, stage_sizes
 from nnseg_nb.plans import ConfigurationPlan, Plans, as_plans
 from nnseg_nb.viz.browser import AXIS_NAMES
-from nnseg_nb.viz.overlay import figure_png, overlay_rgb, robust_window, show_figure
+from nnseg_nb.viz.overlay import overlay_rgb, robust_window
 
 CONFIGURATION_COLORS = {"2d": "tab:orange", "3d_fullres": "tab:red", "3d_lowres": "tab:cyan"}
 MAIN_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
@@ -434,19 +433,43 @@ def fingerprint_figure(
 # --- comparing plans ----------------------------------------------------------------------------
 
 
+INTENSITY_KEY = "foreground_intensity_properties_per_channel"
+
+
+def _equal(a, b, rtol: float = 0.0) -> bool:
+    """Equal values; floats (anywhere inside dicts and lists) within ``rtol`` relative."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k], rtol) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y, rtol) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return (
+            isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=rtol)
+        )
+    return a == b
+
+
 def configuration_differences(
-    plans_a, plans_b, configurations: Sequence[str] | None = None
+    plans_a, plans_b, configurations: Sequence[str] | None = None, intensity_rtol: float = SUMMATION_RTOL
 ) -> dict[str, list[str]]:
     """Which keys differ, per configuration (``inherits_from`` resolved) and for the file (``"plans"``).
 
     Returns ``{"plans": [top-level keys], name: [configuration keys], ...}``; an empty list means
-    identical. A configuration only one side has is reported as ``["only in the first"]`` or
-    ``["only in the second"]``. The dataset's intensity statistics are a top-level key.
+    equal. A configuration only one side has is reported as ``["only in the first"]`` or
+    ``["only in the second"]``. The dataset's intensity statistics are a top-level key, compared
+    within ``intensity_rtol`` (their mean and std are sums of 1e8 float32 values whose order differs
+    between numpy versions, see :data:`nnseg_nb.fingerprint.SUMMATION_RTOL`); every other value must
+    be equal. Pass ``intensity_rtol=0`` for exact equality.
     """
     a, b = as_plans(plans_a), as_plans(plans_b)
     ja, jb = a.to_json(), b.to_json()
     differences = {
-        "plans": sorted(k for k in set(ja) | set(jb) if k != "configurations" and ja.get(k) != jb.get(k))
+        "plans": sorted(
+            k
+            for k in set(ja) | set(jb)
+            if k != "configurations"
+            and not _equal(ja.get(k), jb.get(k), intensity_rtol if k == INTENSITY_KEY else 0.0)
+        )
     }
     names = configurations or list(dict.fromkeys([*a.configurations, *b.configurations]))
     for name in names:
@@ -454,159 +477,16 @@ def configuration_differences(
             differences[name] = ["only in the first" if name in a.configurations else "only in the second"]
             continue
         ca, cb = a.configuration(name).to_json(), b.configuration(name).to_json()
-        differences[name] = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
+        differences[name] = sorted(k for k in set(ca) | set(cb) if not _equal(ca.get(k), cb.get(k)))
     return differences
 
 
-# --- the planning widget ------------------------------------------------------------------------
-
-GPU_MEMORY_CHOICES_GB = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 40.0, 80.0)
-PRESET_LABELS = {
-    "default": "default",
-    "resenc-m": "ResEnc M",
-    "resenc-l": "ResEnc L",
-    "resenc-xl": "ResEnc XL",
-}
-
-
-def plans_summary(plans: Plans, configurations: Sequence[str] | None = None) -> list[str]:
-    """One line per configuration: ``3d_fullres: patch 64 x 80 x 64, batch 2, spacing 2.48 x 2.44 x 2.44``."""
-    lines = []
-    for name in plotted_configurations(plans, configurations):
-        c = plans.configuration(name)
-        lines.append(
-            f"{name}: patch {_times(c.patch_size)}, batch {c.batch_size}, spacing {_times(c.spacing, 3)}"
-        )
-    return lines
-
-
-class PlanningWidget:
-    """Re-plan a dataset while you move a GPU-memory slider or pick a planner preset.
-
-    Args:
-        fingerprint, dataset_json: what ``planning.plan`` takes.
-        image, spacing: optional case (``(C, Z, Y, X)``, reader order) to draw the patches on.
-        preset: ``"default"``, ``"resenc-m"``, ``"resenc-l"`` or ``"resenc-xl"``.
-        gpu_memory_gb: start value (default the preset's own target).
-        configurations: passed to :func:`patch_boxes_figure`.
-
-    Attributes: ``widget`` (the VBox), controls ``preset`` and ``gpu_memory``, ``plans`` (the current
-    ``Plans``), ``text`` (the summary line per configuration). Choosing a preset moves the slider to
-    that preset's own GPU memory target.
-    """
-
-    def __init__(
-        self,
-        fingerprint: dict,
-        dataset_json: dict,
-        image: np.ndarray | None = None,
-        spacing: Sequence[float] | None = None,
-        preset: str = "default",
-        gpu_memory_gb: float | None = None,
-        configurations: Sequence[str] | None = None,
-        dpi: int = 60,
-        **plan_kwargs,
-    ):
-        import ipywidgets as widgets
-
-        if preset not in planning.PRESETS:
-            raise ValueError(f"unknown planner preset {preset!r}; known: {', '.join(planning.PRESETS)}")
-        self.fingerprint, self.dataset_json, self.plan_kwargs = fingerprint, dataset_json, plan_kwargs
-        self.image, self.spacing, self.configurations, self.dpi = image, spacing, configurations, dpi
-        start = float(gpu_memory_gb or planning.PRESETS[preset].gpu_memory_target_gb)
-        choices = sorted(set(GPU_MEMORY_CHOICES_GB) | {start})
-        self.preset = widgets.Dropdown(
-            options=[(label, key) for key, label in PRESET_LABELS.items()],
-            value=preset,
-            description="planner",
-        )
-        self.gpu_memory = widgets.SelectionSlider(
-            options=[(f"{g:g} GB", g) for g in choices],
-            value=start,
-            description="GPU memory",
-            continuous_update=False,
-        )
-        self.text = widgets.HTML()
-        self.picture = widgets.Image(format="png")
-        if image is None:
-            self.picture.layout.display = "none"
-        self.widget = widgets.VBox([widgets.HBox([self.preset, self.gpu_memory]), self.text, self.picture])
-        self._plan = lru_cache(maxsize=64)(self._plan_for)
-        self._png = lru_cache(maxsize=64)(self._png_for)
-        self._busy = False
-        self.preset.observe(self._on_preset, names="value")
-        self.gpu_memory.observe(self._render, names="value")
-        self._render()
-
-    def _plan_for(self, preset: str, gpu_memory_gb: float) -> Plans:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ResEnc presets warn about a non-standard memory target
-            settings = planning.preset(preset, gpu_memory_gb)
-        return planning.plan(self.fingerprint, self.dataset_json, settings, **self.plan_kwargs)
-
-    def _png_for(self, preset: str, gpu_memory_gb: float) -> bytes:
-        return figure_png(self.figure(), dpi=self.dpi)
-
-    @property
-    def plans(self) -> Plans:
-        return self._plan(self.preset.value, float(self.gpu_memory.value))
-
-    def summary_lines(self) -> list[str]:
-        settings = f"{PRESET_LABELS[self.preset.value]} at {self.gpu_memory.value:g} GB"
-        return [settings] + plans_summary(self.plans, self.configurations)
-
-    def figure(self) -> Figure:
-        """The current plans' patches on the case (a Figure); without a case, a ValueError."""
-        if self.image is None:
-            raise ValueError("no case to draw on: pass image= and spacing= to the widget")
-        return patch_boxes_figure(self.plans, self.image, self.spacing, self.configurations)
-
-    def _render(self, change=None) -> None:
-        if self._busy:
-            return
-        lines = self.summary_lines()
-        self.text.value = "<b>" + lines[0] + "</b><br>" + "<br>".join(lines[1:])
-        if self.image is not None:
-            self.picture.value = self._png(self.preset.value, float(self.gpu_memory.value))
-
-    def _on_preset(self, change) -> None:
-        self._busy = True
-        self.gpu_memory.value = planning.PRESETS[self.preset.value].gpu_memory_target_gb
-        self._busy = False
-        self._render()
-
-    def show_static(self) -> None:
-        """Print the summary and show the patches as a PNG (for headless runs and static renderers)."""
-        print("\n".join(self.summary_lines()))
-        if self.image is not None:
-            show_figure(self.figure(), dpi=self.dpi)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
-
-def planning_widget(
-    fingerprint: dict,
-    dataset_json: dict,
-    image: np.ndarray | None = None,
-    spacing: Sequence[float] | None = None,
-    **kwargs,
-) -> PlanningWidget:
-    """A :class:`PlanningWidget`: ``display(w); w.show_static()`` in a cell tagged ``nbval-ignore-output``."""
-    return PlanningWidget(fingerprint, dataset_json, image, spacing, **kwargs)
-
-
 __all__ = [
-    "PlanningWidget",
     "configuration_differences",
     "deep_supervision_weights",
     "fingerprint_figure",
     "patch_boxes_figure",
     "patch_extent_mm",
-    "planning_widget",
-    "plans_summary",
     "topology_figure",
     "topology_rows",
 ]
