@@ -21,7 +21,8 @@ Stages and the module of each:
   augmentation, batched in torch;
 - ``network``: the U-Nets and what planning needs of them (feature-map sizes, deep supervision);
 - ``loss``, ``splits``: Dice + CE with deep supervision; the five-fold cross-validation splits;
-- ``training``: the training loop (nnUNetTrainer);
+- ``training``: the training loop (nnUNetTrainer); ``checkpoint``: its checkpoints and per-epoch log;
+  ``devices``: device, autocast precision and the DDP batch split;
 - ``inference``: sliding-window prediction with mirroring; ``postprocessing``: keeping the largest
   component where it helps; ``ensemble``: averaging folds or configurations;
 - ``evaluation``: Dice and friends per case and class; ``export``: predictions back to the raw geometry;

@@ -785,6 +785,104 @@ def _cmd_record(args) -> int:
     return 0
 
 
+# --- train (nnseg_nb.training) ---------------------------------------------------------------
+
+
+def _add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train one fold of a configuration (nnU-Net's nnUNetv2_train)",
+        description="Train DATASET CONFIG FOLD with nnU-Net's schedule into "
+        "$nnUNet_results/<Dataset>/<Trainer>__<Plans>__<CONFIG>/fold_<FOLD>. Several processes: "
+        "torchrun --nproc_per_node N -m nnseg_nb.cli train ... (NCCL on GPUs, gloo on CPU).",
+    )
+    parser.add_argument("dataset", help="DatasetXXX_Name, name or id (planned and preprocessed)")
+    parser.add_argument("configuration", help="e.g. 2d, 3d_fullres, or a custom configuration of the plans")
+    parser.add_argument("fold", help="0-4 or 'all'")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default 1000)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None, help="default 250")
+    parser.add_argument("--val-iterations", type=int, default=None, help="default 50")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the plans'")
+    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (default 1e-2)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or mps (default: cuda if present)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile")
+    parser.add_argument("--continue", dest="continue_training", action="store_true", help="resume the fold")
+    parser.add_argument("--plans", default="nnUNetPlans", help="plans name (default nnUNetPlans)")
+    parser.add_argument("--trainer-name", default="nnUNetTrainer", help="name of the output folder's trainer")
+    parser.add_argument("--pretrained-weights", default=None, metavar="FILE", help="checkpoint to fine-tune")
+    parser.add_argument("-np", "--num-workers", type=int, default=None, help="patch workers (default 2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    parser.add_argument(
+        "--no-validation", action="store_true", help="skip predicting the validation cases after training"
+    )
+    parser.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    import dataclasses
+
+    import torch.distributed as dist
+
+    from nnseg_nb.training import NNUNET, NonFiniteLossError, train
+
+    overrides = {
+        "num_epochs": args.epochs,
+        "iterations_per_epoch": args.iterations_per_epoch,
+        "val_iterations": args.val_iterations,
+        "batch_size": args.batch_size,
+        "initial_lr": args.lr,
+        "seed": args.seed,
+        "num_workers": args.num_workers,
+    }
+    settings = dataclasses.replace(
+        NNUNET,
+        **{k: v for k, v in overrides.items() if v is not None},
+        device=args.device,
+        precision=args.precision,
+        compile={"auto": None, "on": True, "off": False}[args.compile],
+        progress=not args.quiet,
+        validate=not args.no_validation,
+    )
+    fold = args.fold if args.fold == "all" else int(args.fold) if args.fold.isdigit() else None
+    if fold is None:
+        raise UserError(f"fold must be a number or 'all', got {args.fold!r}")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
+    if distributed:
+        import torch
+
+        on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+        dist.init_process_group("nccl" if on_gpu else "gloo")
+        settings = dataclasses.replace(settings, progress=settings.progress and dist.get_rank() == 0)
+    try:
+        result = train(
+            args.dataset,
+            args.configuration,
+            fold,
+            settings,
+            plans_name=args.plans,
+            trainer_name=args.trainer_name,
+            continue_training=args.continue_training,
+            pretrained_weights=args.pretrained_weights,
+        )
+    except NonFiniteLossError as error:
+        raise UserError(str(error)) from None
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    if result.stopped == "interrupted":
+        return 130
+    return 0
+
+
 # --- evaluate, postprocessing, ensemble (nnseg_nb.evaluation, .postprocessing, .ensemble) -------
 
 
@@ -1099,6 +1197,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "fingerprint": _add_fingerprint_parser,
     "plan": _add_plan_parser,
     "preprocess": _add_preprocess_parser,
+    "train": _add_train_parser,
     "run": _add_run_parser,
     "batch": _add_batch_parser,
     "demo": _add_demo_parser,

@@ -15,7 +15,7 @@ pseudo Dice; its moving average picks ``checkpoint_best.pth``. The learning rate
 schedule, set at the start of each epoch.
 
 Everything random is a function of ``(seed, stream, batch index)``: batch ``k`` of the training stream is
-cut with ``loader.batch_rng(stream seed, k)`` and augmented with ``batch_generator(seed, TRAIN, k)``, and
+cut with ``loader.batch_rng(stream seed, k)`` and augmented with ``augment.batch_generator(stream seed, k)``, and
 epoch ``e`` holds batches ``e * iterations_per_epoch ...``. A run resumed from ``checkpoint_latest.pth``
 (written atomically after every epoch) therefore draws the batches the uninterrupted run would have drawn.
 
@@ -53,12 +53,20 @@ from nnseg_nb.checkpoint import (
     save_checkpoint,
 )
 from nnseg_nb.dataset import LabelInfo
+from nnseg_nb.devices import (  # noqa: F401  (re-exported: part of the trainer's API)
+    autocast_dtype,
+    cpu_runs_bf16_natively,
+    rank_and_world,
+    rank_batch,
+    resolve_device,
+    sum_over_ranks,
+)
 from nnseg_nb.loader import SamplerSettings, make_dataloader
 from nnseg_nb.loss import build_loss, tp_fp_fn
 from nnseg_nb.network import build_network, deep_supervision_scales, network_channels
 from nnseg_nb.paths import dataset_name, preprocessed_root, results_root
 from nnseg_nb.plans import ConfigurationPlan, Plans, load_plans
-from nnseg_nb.preprocessed import list_cases as preprocessed_case_identifiers
+from nnseg_nb.preprocessed import list_cases
 from nnseg_nb.splits import load_fold
 from nnseg_nb.utils import atomic_write_bytes, atomic_write_json, load_json
 
@@ -92,6 +100,7 @@ class TrainingSettings:
     num_workers: int = 2  # DataLoader processes cutting patches (0: in the main process)
     augmentation: aug.AugmentSettings = dataclasses.field(default_factory=aug.AugmentSettings)
     progress: bool = True  # tqdm bar per epoch and one summary line per epoch
+    validate: bool = True  # after training, predict the fold's validation cases into validation/summary.json
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -119,7 +128,7 @@ class TrainingResult:
     stopped: str  # "finished" or "interrupted"
 
 
-# --- schedule, device, precision ---------------------------------------------------------------------
+# --- schedule ---------------------------------------------------------------------
 
 
 def poly_lr(epoch: int, initial_lr: float = 1e-2, num_epochs: int = 1000, exponent: float = 0.9) -> float:
@@ -131,50 +140,6 @@ def poly_lr(epoch: int, initial_lr: float = 1e-2, num_epochs: int = 1000, expone
     return initial_lr * (1 - epoch / num_epochs) ** exponent
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA if available, else MPS, else CPU; otherwise the named device, checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", 0)
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch sees no CUDA GPU; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device mps requested but this torch build or machine has no MPS")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", 0)
-    return device
-
-
-def cpu_runs_bf16_natively(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
-    """True if the CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:  # not Linux: no way to tell, stay in fp32
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for a device and precision setting; None means plain fp32.
-
-    >>> autocast_dtype(torch.device("cuda"), "auto"), autocast_dtype(torch.device("cpu"), "fp32")
-    (torch.float16, None)
-    """
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        if device.type == "cpu" and cpu_runs_bf16_natively():
-            return torch.bfloat16
-        return None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 # --- random streams ------------------------------------------------------------------------------------
 
 
@@ -184,51 +149,9 @@ def stream_seed(seed: int, stream: int, rank: int = 0) -> int:
 
 
 def batch_generator(seed: int, stream: int, batch_index: int, rank: int = 0) -> torch.Generator:
-    """The CPU generator that augments batch ``batch_index`` of a stream (a function of its arguments only)."""
-    state = np.random.SeedSequence([seed, stream, rank, batch_index]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
-
-
-# --- distributed training --------------------------------------------------------------------------------
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0 and 1 without torch.distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def rank_batch(batch_size: int, oversample: float, rank: int, world: int) -> tuple[int, float]:
-    """This rank's share of the global batch and its foreground oversampling (``_set_batch_size_and_oversample``).
-
-    The global batch is split as evenly as possible; the ranks holding the batch's last, foreground-forced
-    samples oversample accordingly, so the whole batch is drawn as one process would draw it.
-
-    >>> [rank_batch(5, 0.33, r, 2) for r in range(2)]
-    [(3, 0.0), (2, 1.0)]
-    """
-    if world == 1:
-        return batch_size, oversample
-    if batch_size < world:
-        raise ValueError(f"batch size {batch_size} is smaller than the {world} DDP processes")
-    sizes = [
-        batch_size // world + (1 if (batch_size // world) * world + i < batch_size else 0)
-        for i in range(world)
-    ]
-    low, high = sum(sizes[:rank]), sum(sizes[: rank + 1])
-    forced = [not i < round(batch_size * (1 - oversample)) for i in range(batch_size)]
-    if high / batch_size < 1 - oversample:
-        return sizes[rank], 0.0
-    if low / batch_size > 1 - oversample:
-        return sizes[rank], 1.0
-    return sizes[rank], sum(forced[low:high]) / sizes[rank]
-
-
-def _sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    if rank_and_world()[1] > 1:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
+    """The CPU generator that augments batch ``batch_index`` of a stream: ``augment.batch_generator`` seeded
+    with the stream's seed, so a batch's patches and its augmentation both follow from (seed, stream, index)."""
+    return aug.batch_generator(stream_seed(seed, stream, rank), batch_index)
 
 
 # --- inputs and outputs ------------------------------------------------------------------------------------
@@ -266,7 +189,7 @@ def find_training_inputs(
     plans = load_plans(plans_file)
     config = plans.configuration(configuration)  # names the available ones if missing
     data_folder = folder / config.data_identifier
-    if not data_folder.is_dir() or not preprocessed_case_identifiers(data_folder):
+    if not data_folder.is_dir() or not list_cases(data_folder):
         raise FileNotFoundError(
             f"{data_folder}: not preprocessed; run first: nnseg-nb preprocess {name} -c {configuration}"
             + (f" --plans {plans_file}" if plans_name != "nnUNetPlans" else "")
@@ -508,7 +431,8 @@ def train(
             (fold_folder / "checkpoint_latest.pth").unlink(missing_ok=True)
             _write_epoch_outputs(fold_folder, log)
             text_log(f"training done: {log.epochs} epochs, best EMA pseudo Dice {best_ema}")
-            _predict_validation(output, fold, text_log)
+            if settings.validate:
+                _predict_validation(output, fold, inputs, device, text_log)
     return TrainingResult(fold_folder, log, log.epochs, best_ema, stopped)
 
 
@@ -529,6 +453,8 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
         network.parameters(), settings.initial_lr, momentum=settings.momentum,
         weight_decay=settings.weight_decay, nesterov=True,
     )  # fmt: skip
+    for group in optimizer.param_groups:  # what nnU-Net's PolyLRScheduler (an _LRScheduler) adds to its state
+        group.setdefault("initial_lr", settings.initial_lr)
     dtype = autocast_dtype(device, settings.precision)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     if compiled:
@@ -553,7 +479,7 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
     )  # fmt: skip
     val_pipeline = aug.validation_pipeline(**target_args)
 
-    identifiers = preprocessed_case_identifiers(inputs.data_folder)
+    identifiers = list_cases(inputs.data_folder)
     cases = (
         load_fold(inputs.preprocessed_dataset_folder, fold, identifiers) if rank == 0 or world == 1 else None
     )
@@ -566,8 +492,10 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
     batch, oversample = rank_batch(global_batch, settings.oversample_foreground_percent, rank, world)
     has_ignore = label_info.ignore_label is not None
     previous = None  # cascade inputs: the lead wires predicted_next_stage once inference lands
-    train_sampler = SamplerSettings(patch, loaded, batch, oversample, has_ignore, previous)
-    val_sampler = SamplerSettings(patch, None, batch, oversample, has_ignore, previous)
+    sampler = dict(batch_size=batch, oversample_foreground_percent=oversample, has_ignore=has_ignore,
+                   previous_stage_folder=previous)  # fmt: skip
+    train_sampler = SamplerSettings(patch, loaded_patch_size=loaded, **sampler)
+    val_sampler = SamplerSettings(patch, loaded_patch_size=None, **sampler)
     pin = device.type == "cuda"
 
     def loader(cases, sampler, stream):
@@ -605,12 +533,12 @@ def _train_epoch(
         if not math.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss is {loss} in epoch {epoch}, iteration {i}; training stopped. The checkpoints "
-                f"of the last finished epoch ({epoch}) are kept. Try a lower initial_lr or precision='fp32'."
+                f"after {epoch} finished epochs are kept. Try a lower initial_lr or precision='fp32'."
             )
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.4f}")
     mean = torch.tensor([float(np.mean(losses)) if losses else float("nan")], dtype=torch.float64)
-    return float(_sum_over_ranks(mean).item() / rank_and_world()[1])
+    return float(sum_over_ranks(mean).item() / rank_and_world()[1])
 
 
 def _validate_epoch(model: Model, settings: TrainingSettings, data: dict, batches, epoch: int, rank: int):
@@ -628,9 +556,9 @@ def _validate_epoch(model: Model, settings: TrainingSettings, data: dict, batche
     n_classes = len(model.label_info.foreground_regions if model.label_info.has_regions
                     else model.label_info.foreground_labels)  # fmt: skip
     counts = counts if isinstance(counts, torch.Tensor) else torch.zeros(3, n_classes, dtype=torch.float64)
-    counts = _sum_over_ranks(counts.clone())
+    counts = sum_over_ranks(counts.clone())
     mean_loss = torch.tensor([float(np.mean(losses)) if losses else float("nan")], dtype=torch.float64)
-    val_loss = float(_sum_over_ranks(mean_loss).item() / rank_and_world()[1])
+    val_loss = float(sum_over_ranks(mean_loss).item() / rank_and_world()[1])
     tp, fp, fn = counts.numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         dice = 2 * tp / (2 * tp + fp + fn)  # NaN for a class absent from prediction and truth
@@ -682,10 +610,17 @@ def _write_epoch_outputs(fold_folder: Path, log: TrainingLog) -> None:
     save_progress_png(log, fold_folder / "progress.png")
 
 
-def _predict_validation(output: Path, fold, text_log) -> None:
-    try:
-        from nnseg_nb.inference import predict_validation
-    except ImportError:
-        text_log("validation prediction is not available yet (nnseg_nb.inference); skipped")
+def _predict_validation(output: Path, fold, inputs: TrainingInputs, device: torch.device, text_log) -> None:
+    """nnU-Net's ``perform_actual_validation``: predict the fold's validation cases whole, score them."""
+    if fold == "all":
+        text_log("fold 'all' trains on every case: no validation cases to predict")
         return
-    predict_validation(output, fold)
+    from nnseg_nb.predict import predict_validation
+
+    summary = predict_validation(
+        output, fold, inputs.preprocessed_dataset_folder, "checkpoint_final.pth", device=str(device)
+    )
+    text_log(
+        f"validation: mean Dice {summary['foreground_mean']['Dice']:.4f} over the fold's cases -> "
+        f"{output / f'fold_{fold}' / 'validation' / 'summary.json'}"
+    )

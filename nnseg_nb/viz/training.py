@@ -102,19 +102,27 @@ def training_curves(log_or_folder: TrainingLog | str | os.PathLike) -> Figure:
 class LiveCurves:
     """Training curves redrawn in place after each epoch (pass ``update`` as ``train``'s callback).
 
-    In Jupyter the figure lives in one display that is updated; headless (papermill, nbval, a script)
-    the same display simply holds the last figure drawn.
+    In Jupyter the figure lives in one display that is updated; headless under papermill or nbval the same
+    display simply holds the last figure drawn. Outside IPython (a script) nothing is shown and
+    ``figure`` keeps the last figure.
     """
 
     def __init__(self, every: int = 1):
-        self.every, self.handle = every, None
+        self.every, self.handle, self.figure = every, None, None
 
     def update(self, record: dict, log: TrainingLog) -> None:
         if record["epoch"] % self.every:
             return
+        self.figure = training_curves(log)
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
         from IPython.display import Image, display
 
-        image = Image(data=figure_png(training_curves(log), dpi=80), format="png")
+        image = Image(data=figure_png(self.figure, dpi=80), format="png")
         if self.handle is None:
             self.handle = display(image, display_id=True)
         else:

@@ -1,0 +1,276 @@
+"""Training side by side: nnunetv2's nnUNetTrainer and nnseg_nb.training on the same plans, data and batch.
+
+    /work/nnunet_venv/bin/python benchmarks/train.py --dataset 901 --configuration 3d_fullres \\
+        --epochs 2 --iterations 10 --val-iterations 2 --out train.json
+
+Needs ``$nnUNet_preprocessed/<Dataset>`` planned and preprocessed by nnunetv2 (``.b2nd``; nnseg_nb reads
+those folders too) and ``$nnUNet_raw`` for the whole-case validation. Each run is a child process of this
+script, so that peak memory is its own:
+
+- **nnunetv2**: ``nnUNetTrainer`` on the CPU, its own loop (``run_training`` without the final
+  validation), augmentation in ``nnUNet_n_proc_DA`` background processes (``--workers``, default 2 as
+  on a 2-vCPU Colab runtime), fp32 (nnU-Net has no CPU autocast);
+- **nnseg_nb fp32** and **nnseg_nb default** (``precision="auto"``: bf16 autocast where the CPU runs bf16
+  natively): ``training.train`` with ``--workers`` loader processes cutting patches and the augmentation
+  batched in the main process.
+
+Seconds per iteration: the wall time between consecutive training steps (data wait and augmentation
+included), median over the steps after the first ``--warmup``. Peak memory: the child's max RSS (the main
+process; the data workers are not added). Dice: each trainer's own online pseudo Dice after the same
+iterations, and with ``--predict`` the fold-0 validation cases predicted whole by nnseg_nb's predictor from
+each run's ``checkpoint_final.pth`` (nnunetv2's checkpoint loads here), scored alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+# --- the two trainers, each run in a child process -----------------------------------------------------
+
+
+def run_nnunet(args, results: Path) -> dict:
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    os.environ["nnUNet_results"] = str(results)
+    os.environ["nnUNet_n_proc_DA"] = str(args.workers)
+    name = maybe_convert_to_dataset_name(args.dataset)
+    folder = Path(os.environ["nnUNet_preprocessed"]) / name
+    plans = load_json(folder / "nnUNetPlans.json")
+    plans["continue_training"] = False
+    trainer = nnUNetTrainer(
+        plans, args.configuration, 0, load_json(folder / "dataset.json"), torch.device("cpu")
+    )
+    trainer.num_epochs, trainer.num_iterations_per_epoch = args.epochs, args.iterations
+    trainer.num_val_iterations_per_epoch = args.val_iterations
+    torch.manual_seed(args.seed)
+    step_starts = []
+    original_step = trainer.train_step
+
+    def timed_step(batch):
+        step_starts.append(time.perf_counter())
+        return original_step(batch)
+
+    trainer.train_step = timed_step
+    trainer.on_train_start()
+    for _ in range(trainer.num_epochs):  # nnUNetTrainer.run_training, without perform_actual_validation
+        trainer.on_epoch_start()
+        trainer.on_train_epoch_start()
+        outputs = [
+            trainer.train_step(next(trainer.dataloader_train))
+            for _ in range(trainer.num_iterations_per_epoch)
+        ]
+        trainer.on_train_epoch_end(outputs)
+        with torch.no_grad():
+            trainer.on_validation_epoch_start()
+            val = [trainer.validation_step(next(trainer.dataloader_val)) for _ in range(args.val_iterations)]
+            trainer.on_validation_epoch_end(val)
+        trainer.on_epoch_end()
+    trainer.on_train_end()
+    log = trainer.logger.get_checkpoint()
+    return {
+        "step_seconds": _step_seconds(step_starts, args.iterations),
+        "pseudo_dice": log["mean_fg_dice"],
+        "ema": log["ema_fg_dice"],
+        "model_folder": str(trainer.output_folder_base),
+    }
+
+
+def run_ours(args, results: Path, precision: str) -> dict:
+    import dataclasses
+
+    import torch
+
+    from nnseg_nb import training
+
+    torch.manual_seed(args.seed)
+    step_starts = []
+    original_step = training.train_step
+
+    def timed_step(*a, **k):
+        step_starts.append(time.perf_counter())
+        return original_step(*a, **k)
+
+    training.train_step = timed_step
+    epoch_ends = []
+    settings = dataclasses.replace(
+        training.NNUNET,
+        num_epochs=args.epochs,
+        iterations_per_epoch=args.iterations,
+        val_iterations=args.val_iterations,
+        num_workers=args.workers,
+        device="cpu",
+        precision=precision,
+        seed=args.seed,
+        progress=False,
+        validate=False,
+    )
+    trainer_name = f"nnsegTrainer_{precision}"
+    result = training.train(
+        args.dataset,
+        args.configuration,
+        0,
+        settings,
+        trainer_name=trainer_name,
+        results=results,
+        callback=lambda record, log: epoch_ends.append(record),
+    )
+    return {
+        "step_seconds": _step_seconds(step_starts, args.iterations),
+        "pseudo_dice": result.log.mean_fg_dice,
+        "ema": result.log.ema_fg_dice,
+        "model_folder": str(result.fold_folder.parent),
+        "autocast": str(training.autocast_dtype(torch.device("cpu"), precision)),
+    }
+
+
+def _step_seconds(starts: list[float], per_epoch: int) -> list[float]:
+    """Intervals between consecutive step starts within each epoch: one step plus waiting for the next batch."""
+    intervals = []
+    for epoch_start in range(0, len(starts), per_epoch):
+        chunk = starts[epoch_start : epoch_start + per_epoch]
+        intervals += [b - a for a, b in zip(chunk, chunk[1:])]
+    return intervals
+
+
+def predict_dice(model_folder: str, device: str = "cpu") -> float:
+    from nnseg_nb.predict import predict_validation
+
+    summary = predict_validation(model_folder, 0, None, "checkpoint_final.pth", device=device)
+    return float(summary["foreground_mean"]["Dice"])
+
+
+def child(args) -> None:
+    results = Path(args.results)
+    if args.child == "nnunet":
+        out = run_nnunet(args, results)
+    else:
+        out = run_ours(args, results, args.child.split(":", 1)[1])
+    if args.predict:
+        out["validation_dice"] = predict_dice(out["model_folder"])
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out, default=float), flush=True)
+
+
+# --- the parent: run each child, summarize -------------------------------------------------------------
+
+
+def summarize(name: str, out: dict, warmup: int) -> dict:
+    steps = out["step_seconds"][warmup:] or out["step_seconds"]
+    return {
+        "run": name,
+        "seconds_per_iteration": statistics.median(steps),
+        "iterations_timed": len(steps),
+        "peak_rss_mb": round(out["peak_rss_mb"]),
+        "pseudo_dice_last_epoch": out["pseudo_dice"][-1],
+        "ema_pseudo_dice": out["ema"][-1],
+        "validation_dice": out.get("validation_dice"),
+        "autocast": out.get("autocast", "none (fp32)"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="901")
+    parser.add_argument("--configuration", default="3d_fullres")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=10, help="training iterations per epoch")
+    parser.add_argument("--val-iterations", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="data processes of each trainer")
+    parser.add_argument("--warmup", type=int, default=2, help="steps not timed (first of each run)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--predict", action="store_true", help="also predict and score fold 0's validation cases"
+    )
+    parser.add_argument("--runs", nargs="+", default=["nnunet", "ours:fp32", "ours:auto"])
+    parser.add_argument("--results", default=None, help="results root (default: a fresh folder in /tmp)")
+    parser.add_argument("--out", default=None, help="write the figures here as JSON")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    import tempfile
+
+    import torch
+
+    from nnseg_nb.training import cpu_runs_bf16_natively
+
+    results = Path(args.results or tempfile.mkdtemp(prefix="bench_train_"))
+    rows = []
+    for run in args.runs:
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            run,
+            "--results",
+            str(results / run.replace(":", "_")),
+        ]
+        for flag in ("dataset", "configuration", "epochs", "iterations", "val_iterations", "workers", "seed"):
+            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        command += ["--predict"] if args.predict else []
+        done = subprocess.run(command, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            sys.exit(f"{run} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        rows.append(summarize(run, json.loads(lines[-1][len("RESULT ") :]), args.warmup))
+        print(json.dumps(rows[-1]), flush=True)
+    reference = next((r for r in rows if r["run"] == "nnunet"), None)
+    for row in rows:
+        if reference is not None:
+            row["speedup_vs_nnunet"] = reference["seconds_per_iteration"] / row["seconds_per_iteration"]
+    report = {
+        "cpu": cpu_name(),
+        "cpu_bf16_native": cpu_runs_bf16_natively(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "dataset": args.dataset,
+        "configuration": args.configuration,
+        "epochs": args.epochs,
+        "iterations_per_epoch": args.iterations,
+        "val_iterations": args.val_iterations,
+        "workers": args.workers,
+        "rows": rows,
+    }
+    print(
+        f"{report['cpu']} ({report['cores']} cores, bf16 native: {report['cpu_bf16_native']}), torch {torch.__version__}"
+    )
+    print(f"{'run':12} {'s/iter':>8} {'x nnU-Net':>10} {'peak MB':>8} {'pseudo Dice':>12} {'val Dice':>9}")
+    for row in rows:
+        val = f"{row['validation_dice']:.4f}" if row["validation_dice"] is not None else "-"
+        print(
+            f"{row['run']:12} {row['seconds_per_iteration']:8.3f} {row.get('speedup_vs_nnunet', 1):10.2f} "
+            f"{row['peak_rss_mb']:8d} {row['pseudo_dice_last_epoch']:12.4f} {val:>9}"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

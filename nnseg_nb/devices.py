@@ -1,0 +1,100 @@
+"""Where and how a training runs: the device, the autocast precision, and the DDP split of a batch.
+
+    resolve_device("auto")                          # cuda:0 if present, else mps, else cpu
+    autocast_dtype(torch.device("cpu"), "auto")     # torch.bfloat16 on a CPU with AVX512-BF16 / AMX, else None
+    rank_batch(5, 0.33, rank=1, world=2)            # (2, 1.0): rank 1 holds the batch's foreground samples
+
+``precision="auto"`` deviates from nnU-Net on purpose on a CPU (nnU-Net trains in fp32 there): bf16 autocast
+where the CPU runs bf16 natively, fp32 elsewhere, where emulated bf16 is many times slower.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"``: CUDA if available, else MPS, else CPU; otherwise the named device, checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but torch sees no CUDA GPU; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device mps requested but this torch build or machine has no MPS")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", 0)
+    return device
+
+
+def cpu_runs_bf16_natively(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """True if the CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:  # not Linux: no way to tell, stay in fp32
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for a device and precision setting; None means plain fp32.
+
+    >>> autocast_dtype(torch.device("cuda"), "auto"), autocast_dtype(torch.device("cpu"), "fp32")
+    (torch.float16, None)
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        if device.type == "cpu" and cpu_runs_bf16_natively():
+            return torch.bfloat16
+        return None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 without torch.distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rank_batch(batch_size: int, oversample: float, rank: int, world: int) -> tuple[int, float]:
+    """This rank's share of the global batch and its foreground oversampling (``_set_batch_size_and_oversample``).
+
+    The global batch is split as evenly as possible; the ranks holding the batch's last, foreground-forced
+    samples oversample accordingly, so the whole batch is drawn as one process would draw it.
+
+    >>> [rank_batch(5, 0.33, r, 2) for r in range(2)]
+    [(3, 0.0), (2, 1.0)]
+    """
+    if world == 1:
+        return batch_size, oversample
+    if batch_size < world:
+        raise ValueError(f"batch size {batch_size} is smaller than the {world} DDP processes")
+    sizes = [
+        batch_size // world + (1 if (batch_size // world) * world + i < batch_size else 0)
+        for i in range(world)
+    ]
+    low, high = sum(sizes[:rank]), sum(sizes[: rank + 1])
+    forced = [not i < round(batch_size * (1 - oversample)) for i in range(batch_size)]
+    if high / batch_size < 1 - oversample:
+        return sizes[rank], 0.0
+    if low / batch_size > 1 - oversample:
+        return sizes[rank], 1.0
+    return sizes[rank], sum(forced[low:high]) / sizes[rank]
+
+
+def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    if rank_and_world()[1] > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
