@@ -60,7 +60,10 @@ folds = ""  # e.g. "0,1"; "": every fold_k that has checkpoint_final.pth
 # %%
 from pathlib import Path
 
+from nnseg_nb import paths
+
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # "runs/08_..." -> runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 print("profile:", profile)
 
@@ -78,7 +81,7 @@ print("profile:", profile)
 # there. `model_folders.install_model_zip` does the same, from a file or a URL.
 
 # %%
-from nnseg_nb import model_folders, paths
+from nnseg_nb import model_folders
 
 demo = model_folders.demo_model()
 if not model:
@@ -120,15 +123,15 @@ print("\n".join(info.lines()))
 
 # %%
 from nnseg_nb import dataset as datasets
-from nnseg_nb import io
+from nnseg_nb import io, planning
 from nnseg_nb.plans import load_plans
 from nnseg_nb.utils import load_json
 from nnseg_nb.viz import show_figure
-from nnseg_nb.viz.plans import patch_boxes_figure, plans_summary, topology_figure
+from nnseg_nb.viz.plans import patch_boxes_figure, topology_figure
 
 plans = load_plans(model_folder / "plans.json")
 plan = plans.configuration(info.configuration)
-print("\n".join(plans_summary(plans, [info.configuration])))
+print("\n".join(planning.summary_lines(plans)))  # every configuration of the plans file
 print("transpose_forward:", plans.transpose_forward, " normalization:", plan.normalization_schemes,
       " use_mask_for_norm:", plan.use_mask_for_norm)
 print("network:", plan.architecture.network_class_name.rsplit(".", 1)[-1],
@@ -204,7 +207,7 @@ report = predict_folder(loaded, images, our_predictions, settings=settings)
 print("written:", [Path(p).name for p in report.written], " failed:", report.failed)
 
 # %% tags=["nbval-ignore-output"]
-print(f"{len(report.written)} case(s) in {report.seconds:.1f} s on {device}; predictions in {our_predictions}")
+print(f"{len(report.written)} case(s) in {report.seconds:.1f} s on {device}; predictions in {paths.display(our_predictions)}")
 
 # %% [markdown]
 # ## 5 · Does it agree with nnU-Net's own prediction?
