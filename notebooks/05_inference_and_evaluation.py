@@ -62,7 +62,10 @@ num_workers = 2  # processes for planning, preprocessing and evaluation
 import dataclasses
 from pathlib import Path
 
+from nnseg_nb import paths
+
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # "runs/05_..." -> runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 print("profile:", profile)
 
@@ -81,7 +84,7 @@ print("profile:", profile)
 # same in 2D and 3D.
 
 # %%
-from nnseg_nb import demo_data, paths, planning, preprocessing, training
+from nnseg_nb import demo_data, planning, preprocessing, training
 from nnseg_nb.plans import ConfigurationPlan, save_plans
 
 folders = demo_data.build_demo_datasets(paths.raw_root(), progress=False, only=[dataset])
@@ -120,7 +123,7 @@ if not (model_folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
 print("model folder:", model_folder.name)
 
 # %% tags=["nbval-ignore-output"]
-print(f"model in {model_folder}")  # trained above, or found trained (then no training ran)
+print("model in", paths.display(model_folder))  # trained above, or found trained (then no training ran)
 
 # %%
 from nnseg_nb.inference import load_model
