@@ -103,8 +103,8 @@ if not model_folder:
 model_folder = Path(model_folder)
 print(f"{dataset_name}, model {model_folder.name}")
 
-# %%
-if not (model_folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
+# %% tags=["nbval-ignore-output"]
+if not (model_folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():  # training warns on stderr
     plans = planned.plans
     if configuration == "2d_tiny":
         architecture = dataclasses.replace(plans.configuration("2d").architecture)
@@ -120,10 +120,10 @@ if not (model_folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
                                      progress=False)  # 2d_tiny reads the data of 2d
     result = training.train(dataset_name, configuration, fold, settings, plans_name=plans_name,
                             continue_training=True)  # resumes an interrupted run; a finished one is kept
-print("model folder:", model_folder.name)
-
-# %% tags=["nbval-ignore-output"]
 print("model in", paths.display(model_folder))  # trained above, or found trained (then no training ran)
+
+# %%
+print("model folder:", model_folder.name)
 
 # %%
 from nnseg_nb.inference import load_model
