@@ -26,6 +26,9 @@ Stages and the module of each:
 - ``inference``: sliding-window prediction with mirroring; ``postprocessing``: keeping the largest
   component where it helps; ``ensemble``: averaging folds or configurations;
 - ``evaluation``: Dice and friends per case and class; ``export``: predictions back to the raw geometry;
+- ``crossval``: the folds of configurations, resumably, merged into nnU-Net's CV results;
+  ``cascade``: a lowres stage's predictions as the next stage's input; ``model_selection``: the best
+  configuration or ensemble and its inference instructions;
 - around them: ``cli`` (the ``nnseg-nb`` command), ``notebook`` and ``runner`` (running the guided
   notebooks), ``viz`` (figures), ``parallel`` and ``utils`` (worker processes, atomic writes).
 

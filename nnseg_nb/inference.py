@@ -296,7 +296,9 @@ def sliding_window_logits(
     torch.Size([2, 5, 20, 20])
     """
     device = torch.device(device)
-    data = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data).float()
+    if not isinstance(data, torch.Tensor):  # a read-only memory map would make torch warn; copy it once
+        data = np.array(data, copy=not np.asarray(data).flags.writeable)
+    data = torch.as_tensor(data).float()
     if data.ndim != 4:
         raise ValueError(f"data must be (C, Z, Y, X), got shape {tuple(data.shape)}")
     spatial_patch = list(patch_size)

@@ -331,13 +331,15 @@ def predict_validation(
     checkpoint_name: str = CHECKPOINT_NAME,
     device: str = "cpu",
     settings: PredictionSettings | None = None,
+    num_workers: int | None = None,
 ) -> dict:
     """nnU-Net's ``perform_actual_validation``: predict the fold's validation cases from their preprocessed
     arrays, export them to ``fold_k/validation/{case}{file_ending}`` with the raw geometry, and score them
     against ``gt_segmentations`` into ``fold_k/validation/summary.json``. Returns the summary.
 
     ``preprocessed_dataset_folder``: ``nnUNet_preprocessed/<DatasetName>`` (default: from the results path,
-    ``<results>/<DatasetName>/<model>`` -> ``preprocessed_root()/<DatasetName>``).
+    ``<results>/<DatasetName>/<model>`` -> ``preprocessed_root()/<DatasetName>``). ``num_workers``: processes
+    scoring the cases (default min(4, CPUs); 1 scores here, which is faster for a few small cases).
     """
     from nnseg_nb.evaluation import evaluate_folders, labels_or_regions_from_dataset_json
     from nnseg_nb.paths import preprocessed_root
@@ -381,6 +383,7 @@ def predict_validation(
         ignore_label=model.labels.ignore_label,
         file_ending=model.dataset_json["file_ending"],
         output_file=output / "summary.json",
+        num_workers=num_workers,
         progress=settings.progress,
     )
 
@@ -402,25 +405,16 @@ def _preprocessed_reader(model: Model, folder: Path, case: str, previous_folder:
 
 def _next_stage_exporter(model: Model, preprocessed_dataset_folder: Path, case: str):
     """nnU-Net's ``resample_and_save``: a lowres prediction for the cascade, on the next stage's preprocessed
-    grid, as ``<model>/predicted_next_stage/<next>/{case}.npy`` ((1, Z, Y, X) labels)."""
+    grid, as ``<model>/predicted_next_stage/<next>/{case}.npy`` ((Z, Y, X) labels; cascade.export_next_stages)."""
 
     def export(logits: np.ndarray, properties: dict) -> None:
-        from nnseg_nb.export import probabilities_or_logits_to_segmentation
-        from nnseg_nb.preprocessing import _resampling_fn
-        from nnseg_nb.utils import atomic_save_npy
+        from nnseg_nb.cascade import export_next_stages
 
-        spacing = list(model.configuration.spacing)  # nnU-Net passes this spacing as both current and target
-        for next_stage in model.configuration.next_stage_names:
-            identifier = model.plans.configuration(next_stage).data_identifier
-            data, _, _ = load_preprocessed_case(preprocessed_dataset_folder / identifier, case)
-            resampled = _resampling_fn(model.configuration, "probabilities")(
-                logits, data.shape[1:], spacing, spacing
-            )
-            seg = probabilities_or_logits_to_segmentation(resampled, model.labels)
-            dtype = np.uint8 if len(model.labels.foreground_labels) < 255 else np.uint16
-            target = model.folder / "predicted_next_stage" / next_stage / f"{case}.npy"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save_npy(target, seg.astype(dtype)[None])
+        spacing = [properties["spacing"][axis] for axis in model.plans.transpose_forward]
+        export_next_stages(
+            logits, case, model.plans, model.configuration_name, model.dataset_json, spacing, model.folder,
+            preprocessed_dataset_folder,
+        )  # fmt: skip
 
     return export
 

@@ -359,7 +359,13 @@ def train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    model, scales, mirror_axes, data = _build(inputs, settings, label_info, device, fold, world, rank)
+    previous_stage = None  # the cascade reads the previous stage's validations (nnseg_nb.cascade)
+    if config.previous_stage is not None:
+        previous_stage = output.parent / f"{trainer_name}__{plans_name}__{config.previous_stage}"
+        previous_stage = previous_stage / "predicted_next_stage" / configuration
+    model, scales, mirror_axes, data = _build(
+        inputs, settings, label_info, device, fold, world, rank, previous_stage
+    )
     train_cases, val_cases = data["cases"]
     text_log(
         f"{inputs.dataset_name} {configuration} fold {fold}: {len(train_cases)} training, {len(val_cases)} "
@@ -436,7 +442,9 @@ def train(
     return TrainingResult(fold_folder, log, log.epochs, best_ema, stopped)
 
 
-def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, device, fold, world, rank):
+def _build(
+    inputs: TrainingInputs, settings: TrainingSettings, label_info, device, fold, world, rank, previous=None
+):
     """Network, optimizer, loss, pipelines and loaders for a configuration (``nnUNetTrainer.initialize``)."""
     config = inputs.configuration
     in_channels, out_channels = network_channels(config, inputs.dataset_json)
@@ -491,7 +499,6 @@ def _build(inputs: TrainingInputs, settings: TrainingSettings, label_info, devic
     global_batch = settings.batch_size or config.batch_size
     batch, oversample = rank_batch(global_batch, settings.oversample_foreground_percent, rank, world)
     has_ignore = label_info.ignore_label is not None
-    previous = None  # cascade inputs: the lead wires predicted_next_stage once inference lands
     sampler = dict(batch_size=batch, oversample_foreground_percent=oversample, has_ignore=has_ignore,
                    previous_stage_folder=previous)  # fmt: skip
     train_sampler = SamplerSettings(patch, loaded_patch_size=loaded, **sampler)

@@ -43,7 +43,7 @@ if "google.colab" in sys.modules:  # a plain install imports at once; "-e" would
 # %% tags=["nbval-ignore-output"]
 import numpy as np
 
-from nnseg_nb import notebook
+from nnseg_nb import notebook, paths
 
 print(notebook.device_summary())
 
@@ -59,6 +59,7 @@ timed_batches = 0  # batches timed for the augmentation throughput; 0: 10 (quick
 
 # %%
 profile = notebook.resolve_profile(profile)
+out_dir = paths.in_project(out_dir)  # runs/ of the project, wherever the kernel runs
 device = notebook.setup(seed, out_dir)
 if timed_batches == 0:
     timed_batches = 10 if profile == "quick" else 50
@@ -257,7 +258,7 @@ case_ids = preprocessed.list_cases(prepared.folder)
 print(f"{configuration}: {len(case_ids)} cases in {prepared.folder.relative_to(paths.preprocessed_root())}")
 
 # %% tags=["nbval-ignore-output"]
-print(f"{len(prepared.processed)} preprocessed now, {len(prepared.up_to_date)} up to date, in {prepared.folder}")
+print(f"{len(prepared.processed)} preprocessed now, {len(prepared.up_to_date)} up to date, in {paths.display(prepared.folder)}")
 
 # %% [markdown]
 # One case on disk: the image as float32 `(C, Z, Y, X)`, the labels as int16 `(1, Z, Y, X)` (-1

@@ -40,7 +40,9 @@ has_nvidia_gpu() {
     command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1
 }
 
+auto_index=0
 if [ "$torch_index" = "auto" ]; then
+    auto_index=1
     if [ "$(uname -s)" = "Linux" ] && ! has_nvidia_gpu; then
         torch_index="cpu"
     else
@@ -63,6 +65,15 @@ target="."
 echo "torch: $torch from $why"
 [ -x "$venv/bin/python" ] || run "$python" -m venv "$venv"
 run "$venv/bin/python" -m pip install -q --upgrade pip
-run "$venv/bin/python" -m pip install -q "$torch" "${index_args[@]}"
+if [ "$torch_index" = "cpu" ] && [ "$auto_index" = 1 ]; then
+    # Where PyTorch's index cannot be reached (a mirror of PyPI only), fall back to pip's default index
+    # rather than fail: the install still works, only larger where PyPI's wheel is a CUDA build.
+    run "$venv/bin/python" -m pip install -q --timeout 20 --retries 1 "$torch" "${index_args[@]}" || {
+        echo "torch: PyTorch's CPU index is not reachable; taking $torch from pip's default index"
+        run "$venv/bin/python" -m pip install -q "$torch"
+    }
+else
+    run "$venv/bin/python" -m pip install -q "$torch" "${index_args[@]}"
+fi
 run "$venv/bin/python" -m pip install -q -e "$target"
 echo "installed: $venv/bin/nnseg-nb (try: $venv/bin/nnseg-nb demo)"

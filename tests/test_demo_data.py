@@ -223,7 +223,7 @@ def test_an_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     def crashing_case(rng):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo_data, "_shapes_case", crashing_case)
+    monkeypatch.setattr(demo_data, "shapes_case", crashing_case)
     with pytest.raises(KeyboardInterrupt):
         build_demo_datasets(tmp_path, only=["Shapes2D"], num_train=2, num_test=0, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == [".Dataset904_Shapes2D.lock"]

@@ -43,9 +43,33 @@ def test_no_gpu_installs_the_cpu_build_of_torch_first(tmp_path):
         commands = [line for line in lines if line.startswith("+ ")]
         assert lines[0] == "torch: torch from no NVIDIA GPU: the CPU build"
         assert commands[0].endswith(f"-m venv {tmp_path / 'venv'}")
-        assert commands[2].endswith(f"-m pip install -q torch {CPU_INDEX}")
+        assert commands[2].endswith(f"-m pip install -q --timeout 20 --retries 1 torch {CPU_INDEX}")
         assert commands[3].endswith("-m pip install -q -e .[dev]")  # after torch: keeps the CPU build
         assert "whl/cpu" not in commands[3]
+
+
+def test_an_unreachable_cpu_index_falls_back_to_pips_default(tmp_path):
+    """A machine that reaches only a PyPI mirror still installs in one step (torch from PyPI)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    log = tmp_path / "pip.log"
+    # a stand-in python: "pip install ... --index-url" fails as an unreachable index does, the rest succeed
+    (venv / "python").write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\ncase "$*" in *--index-url*) exit 1;; esac\nexit 0\n'
+    )
+    (venv / "python").chmod(0o755)
+    env = {**os.environ, "PATH": os.pathsep.join([str(fake_bin), "/usr/bin", "/bin"])}
+    if platform.system() != "Linux":
+        pytest.skip("the CPU index is chosen on Linux only")
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "--venv", str(tmp_path / "venv")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CPU index is not reachable" in done.stdout
+    calls = log.read_text().splitlines()
+    assert calls[1].endswith("whl/cpu") and calls[2] == "-m pip install -q torch" and calls[3].endswith(".[dev]")
 
 
 def test_a_gpu_or_a_pinned_index_uses_pips_default(tmp_path):

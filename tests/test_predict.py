@@ -116,8 +116,8 @@ def test_validation_equals_nnunet_final_validation(tmp_path):
         FIXTURE / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres", "tiny_003"
     )
     next_stage = np.load(model_folder / "predicted_next_stage" / "3d_fullres" / "tiny_003.npy")
-    assert next_stage.shape == seg.shape and next_stage.dtype == np.uint8
-    assert np.mean(next_stage == np.maximum(seg, 0)) > 0.95
+    assert next_stage.shape == seg.shape[1:] and next_stage.dtype == np.uint8  # (Z, Y, X), as nnU-Net's
+    assert np.mean(next_stage == np.maximum(seg[0], 0)) > 0.95
 
 
 def test_cli_predicts_with_model_folder_or_dataset_and_configuration(tmp_path, monkeypatch, capsys):

@@ -170,7 +170,7 @@ def test_run_demo_writes_index(tmp_path, monkeypatch):
         result.results = {"dice": 0.81234, "per_class": {"1": 0.8}, "n_cases": 4}
         return result
 
-    monkeypatch.setattr(runner, "run_notebook", fake_run)
+    monkeypatch.setattr(runner.execute, "run_notebook", fake_run)  # run_demo runs it from there
     out = tmp_path / "demo"
     with pytest.raises(ValueError, match="unknown parameter"):
         runner.run_demo(out, notebooks_folder=folder, parameters={"nope": 1})
@@ -281,7 +281,7 @@ def test_demo_and_runs_share_the_clones_data_root(tmp_path, monkeypatch):
         envs.append(dict(env))
         return RunResult(str(notebook), str(output), str(Path(output).parent), parameters)
 
-    monkeypatch.setattr(runner, "run_notebook", fake_run)
+    monkeypatch.setattr(runner.execute, "run_notebook", fake_run)  # run_demo runs it from there
     index = runner.run_demo(notebooks_folder=folder)
     assert built == [clone / "nnseg_data" / "raw"]
     assert (
@@ -300,3 +300,9 @@ def test_demo_and_runs_share_the_clones_data_root(tmp_path, monkeypatch):
         runner.default_output("x/01_a.py", {"seed": 1})
         == clone / "runs" / "01_a" / "seed=1" / "executed.ipynb"
     )
+
+
+def test_default_notebooks_folder_is_the_checkouts():
+    repository = Path(__file__).resolve().parents[1]
+    assert runner.notebooks_folder() == repository / "notebooks"
+    assert runner.list_notebooks()[0].name == "00_quickstart.py"

@@ -1,46 +1,29 @@
-"""Run the guided notebooks headless: one run, a parameter grid, or the whole demo.
+"""Run one notebook headless with papermill: parameters checked first, a failing cell as one line.
 
-Notebooks are executed by papermill in a fresh Jupyter kernel; each run gets its own folder under
-``runs/`` (git-ignored) holding the executed notebook and the ``results.json`` that the notebook
-writes into its ``out_dir`` parameter::
-
-    from nnseg_nb.runner import run_notebook, run_batch, run_demo
+    from nnseg_nb.runner.execute import run_notebook
     result = run_notebook("notebooks/01_data.py", parameters={"profile": "quick"})
-    result.results                               # the notebook's results.json, as a dict
-    rows = run_batch("notebooks/03_train.py", {"configuration": ["2d", "3d_fullres"], "fold": [0, 1]},
-                     workers=2)                  # 4 runs, 2 kernels at a time
-    pandas.DataFrame(rows)                       # one row per run: parameters, status, results
-    run_demo()                                   # demo data + every notebook -> runs/demo/index.md
+    result.status, result.results               # "ok", the notebook's results.json as a dict
 
-A jupytext percent ``.py`` and an ``.ipynb`` are both accepted (papermill itself reads only
-``.ipynb``). Parameter names are checked against the notebook's ``parameters`` cell before any
-kernel starts. A failing cell raises :class:`NotebookError`, which names the cell and the error in
-one line; the executed notebook keeps the full traceback.
-
-The parsing helpers run without a kernel:
+The kernel gets :data:`KERNEL_ENV` and the caller's data roots (:func:`data_root_env`); a failing
+cell raises :class:`NotebookError`. :func:`run_recorded` is the same run into a folder that keeps a
+``status.json`` and never raises (what batches and the demo use).
 
 >>> parameter_slug({"configuration": "3d_fullres", "fold": 0})
 'configuration=3d_fullres_fold=0'
->>> expand_grid({"fold": [0, 1], "lr": [0.01]})
-[{'fold': 0, 'lr': 0.01}, {'fold': 1, 'lr': 0.01}]
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import itertools
-import json
 import logging
-import multiprocessing
 import os
 import re
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -125,74 +108,6 @@ class NotebookError(RuntimeError):
             lines.append(f"  execution count: [{self.exec_count}]")
         lines += [f"  | {source_line}" for source_line in self.source_head]
         return "\n".join(lines)
-
-
-# --- small pure helpers -------------------------------------------------------------------------
-
-
-def parse_value(text: str) -> Any:
-    """Type-guess a command-line value like papermill's ``-p``, plus JSON lists and objects.
-
-    >>> [parse_value(v) for v in ["True", "None", "3", "0.5", "[64,64,64]", "3d_fullres"]]
-    [True, None, 3, 0.5, [64, 64, 64], '3d_fullres']
-    """
-    constants = {"True": True, "False": False, "None": None}
-    if text in constants:
-        return constants[text]
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    if text[:1] in "[{":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            pass
-    return text
-
-
-def parse_grid_item(text: str) -> tuple[str, list]:
-    """``"NAME=V1,V2"`` -> ``(NAME, [V1, V2])``; commas inside brackets or quotes don't split.
-
-    >>> parse_grid_item("patch_size=[64,64],[32,32]")
-    ('patch_size', [[64, 64], [32, 32]])
-    >>> parse_grid_item("fold=0,1")
-    ('fold', [0, 1])
-    """
-    name, sep, values = text.partition("=")
-    if not sep or not name.strip() or not values:
-        raise ValueError(f"grid entry {text!r} must look like NAME=VALUE1,VALUE2")
-    parts, depth, quote, current = [], 0, None, ""
-    for char in values:
-        if quote:
-            quote = None if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-            continue
-        current += char
-    parts.append(current)
-    return name.strip(), [parse_value(part.strip()) for part in parts]
-
-
-def expand_grid(grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]]) -> list[dict]:
-    """The runs of a grid: the cartesian product of a ``{name: [values]}`` dict (first name varies
-    slowest), or a list of parameter dicts taken as they are."""
-    if isinstance(grid, Mapping):
-        for name, values in grid.items():
-            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-                raise ValueError(
-                    f"grid values must be a list: {name}={values!r} (write [{values!r}] for one value)"
-                )
-        return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-    return [dict(params) for params in grid]
 
 
 def parameter_slug(parameters: Mapping[str, Any] | None) -> str:
@@ -284,8 +199,8 @@ def _check_parameters(notebook: PathLike, names: Iterable[str], declared: Mappin
 
 
 def notebooks_folder(folder: PathLike | None = None) -> Path:
-    """``folder``, or the ``notebooks/`` of the repository checkout that holds this package."""
-    path = Path(folder) if folder is not None else Path(__file__).resolve().parent.parent / "notebooks"
+    """``folder``, or the ``notebooks/`` of the repository checkout that holds this package (nnseg_nb/runner/ -> ../..)."""
+    path = Path(folder) if folder is not None else Path(__file__).resolve().parents[2] / "notebooks"
     if not path.is_dir():
         hint = (
             ""
@@ -550,76 +465,7 @@ def _fresh_results(folder: Path, since: float) -> dict | None:
     return read_results(folder) if path.is_file() and path.stat().st_mtime >= since - 1 else None
 
 
-def record_outputs(notebook: PathLike, kernel_name: str = "python3", timeout: float | None = None) -> Path:
-    """Run a notebook's ``.py`` as nbval will (kernel in the notebook's folder, default parameters) and
-    store the outputs in its paired ``.ipynb``: the "golden" outputs that readers and nbval see.
-
-    Unlike papermill it adds no cells or metadata, and unlike ``jupyter execute`` it leaves the
-    widget state out (an image widget's frames would bloat the notebook), and with it the widget
-    views that could never render without it: a widget displayed with a static picture
-    (``nnseg_nb.viz`` widgets) keeps only the picture, which is what a reader sees before running
-    the notebook (instead of a ``VBox(children=...)`` repr); cells tagged
-    ``skip-execution`` or ``raises-exception`` behave as in nbclient. Returns the ``.ipynb`` path;
-    raises :class:`NotebookError` if a cell fails (the ``.ipynb`` is then left as it was).
-
-    Example: ``record_outputs("notebooks/01_data.py")``, then ``jupytext --sync notebooks/01_data.py``.
-    """
-    import jupytext
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
-    source = Path(notebook).with_suffix(".py")
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such notebook source (.py)")
-    nb = _load(source, kernel_name)
-    client = NotebookClient(
-        nb,
-        kernel_name=kernel_name,
-        timeout=timeout,
-        store_widget_state=False,
-        resources={"metadata": {"path": str(source.parent.resolve())}},
-        kernel_manager_class=_kernel_manager_class(KERNEL_ENV),
-    )
-    try:
-        client.execute()
-    except CellExecutionError as e:
-        failed = [
-            i
-            for i, cell in enumerate(nb.cells)
-            if any(o.get("output_type") == "error" for o in cell.get("outputs", []))
-        ]
-        index = failed[-1] if failed else None
-        source_text = nb.cells[index].source if index is not None else ""
-        raise NotebookError(
-            source,
-            e.ename,
-            e.evalue,
-            index,
-            None,
-            _cell_line(source, source_text),
-            [line for line in source_text.splitlines() if line.strip()][:3],
-        ) from None
-    _drop_widget_views(nb)
-    output = source.with_suffix(".ipynb")
-    jupytext.write(nb, output, fmt="ipynb")
-    return output
-
-
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-def _drop_widget_views(nb) -> None:
-    """Remove widget views from the outputs: without the widget state nothing can render them, and
-    a frontend that tries shows an error instead of the output's static picture or text."""
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            output.get("data", {}).pop(WIDGET_VIEW, None)
-
-
-# --- batches ------------------------------------------------------------------------------------
-
-
-def _run_recorded(
+def run_recorded(
     notebook: str, run_dir: str, parameters: dict, status_params: dict, **run_kwargs
 ) -> RunResult:
     """Run into ``run_dir`` and keep ``status.json`` up to date; never raises for a failed run
@@ -656,283 +502,3 @@ def _run_recorded(
     )
     atomic_write_json(run_path / "status.json", status)
     return result
-
-
-ROW_FIELDS = (
-    "run",
-    "status",
-    "duration_s",
-    "error",
-    "run_dir",
-)  # in every batch row, besides params and results
-
-
-def _row(run: str, params: Mapping[str, Any], result: RunResult) -> dict:
-    """One flat table row: run name, parameters, status, results (``results.<k>`` where a key clashes)."""
-    row = {"run": run, **params, "status": result.status, "duration_s": result.duration_s}
-    for key, value in (result.results or {}).items():
-        row[f"results.{key}" if key in row else key] = value
-    row.update(error=result.error, run_dir=str(Path(result.output).parent))
-    return to_builtin(row)
-
-
-def run_batch(
-    notebook: PathLike,
-    grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]],
-    workers: int = 1,
-    out_root: PathLike | None = None,
-    name: str | None = None,
-    parameters: Mapping[str, Any] | None = None,
-    kernel_name: str = "python3",
-    timeout: float | None = None,
-    env: Mapping[str, str] | None = None,
-    on_result: Callable[[dict], None] | None = None,
-) -> list[dict]:
-    """Run a notebook once per point of a parameter grid and collect every run's results.
-
-    Args:
-        notebook: ``.py`` or ``.ipynb``.
-        grid: ``{"configuration": ["2d", "3d_fullres"], "fold": [0, 1]}`` (cartesian product, 4 runs)
-            or a list of parameter dicts.
-        workers: runs at a time, each in its own process and kernel (spawned; on a GPU machine keep
-            one per GPU).
-        out_root, name: the batch folder is ``out_root/name`` (out_root: :func:`nnseg_nb.paths.runs_root`,
-            name: the notebook's stem); each run
-            gets ``<batch>/<parameter slug>/`` with ``executed.ipynb``, ``status.json`` and ``results.json``.
-        parameters: fixed values for every run (the grid wins on a clash).
-        kernel_name, timeout, env: as for :func:`run_notebook`.
-        on_result: called with each row as its run finishes (e.g. to print progress).
-
-    Returns:
-        One flat dict per run, in grid order (``run``, the parameters, ``status``, ``duration_s``,
-        the results.json entries, ``error``, ``run_dir``); also written to
-        ``<batch>/batch_results.json`` and, as runs finish, ``<batch>/batch_results.jsonl``.
-        ``pandas.DataFrame(rows)`` makes the table. A failed run is a row with status "error".
-
-    Example::
-
-        rows = run_batch("notebooks/03_train.py", {"fold": [0, 1, 2, 3, 4]}, workers=2)
-    """
-    notebook = Path(notebook).resolve()
-    runs = expand_grid(grid)
-    if not runs:
-        raise ValueError("the grid has no runs")
-    fixed = dict(parameters or {})
-    _check_parameters(notebook, set(fixed).union(*runs), notebook_parameters(notebook))
-    batch_dir = Path(out_root or paths.runs_root()).resolve() / (name or notebook.stem)
-    names = [parameter_slug(params) or f"run{i:03d}" for i, params in enumerate(runs)]
-    names = [n if names.count(n) == 1 else f"{n}_{i:03d}" for i, n in enumerate(names)]
-    batch_dir.mkdir(parents=True, exist_ok=True)
-    jsonl = batch_dir / "batch_results.jsonl"
-    jsonl.write_text("")
-    common = dict(kernel_name=kernel_name, timeout=timeout, env=dict(env or {}))
-    jobs = [
-        dict(
-            notebook=str(notebook),
-            run_dir=str(batch_dir / n),
-            parameters={**fixed, **params},
-            status_params=params,
-            **common,
-        )
-        for n, params in zip(names, runs)
-    ]
-
-    rows: dict[int, dict] = {}
-
-    def collect(i: int, result: RunResult) -> None:
-        rows[i] = _row(names[i], runs[i], result)
-        with jsonl.open("a") as f:
-            f.write(json.dumps(rows[i]) + "\n")
-        if on_result is not None:
-            on_result(rows[i])
-
-    if workers <= 1:
-        for i, job in enumerate(jobs):
-            collect(i, _run_recorded(**job))
-    else:
-        context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or CUDA
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(_run_recorded, **job): i for i, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                collect(futures[future], future.result())
-    ordered = [rows[i] for i in range(len(jobs))]
-    atomic_write_json(batch_dir / "batch_results.json", ordered)
-    return ordered
-
-
-# --- the demo -----------------------------------------------------------------------------------
-
-
-def headline(results: Mapping[str, Any] | None, most: int = 6) -> dict:
-    """The figures to show for a run: ``results["headline"]`` if the notebook set one, else its
-    top-level numbers, booleans and short strings (at most ``most``).
-
-    >>> headline({"dice": 0.8123, "per_class": {"1": 0.8}, "configuration": "3d_fullres"})
-    {'dice': 0.8123, 'configuration': '3d_fullres'}
-    """
-    if not results:
-        return {}
-    if isinstance(results.get("headline"), Mapping):
-        return dict(results["headline"])
-    scalars = {
-        k: v
-        for k, v in results.items()
-        if isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 40)
-    }
-    return dict(list(scalars.items())[:most])
-
-
-def _format_figure(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _write_index(out_root: Path, index: dict) -> None:
-    atomic_write_json(out_root / "index.json", index)
-    entries = index["notebooks"]
-    n_ok = sum(e["status"] == "ok" for e in entries)
-    lines = [
-        "# nnseg_nb demo run",
-        "",
-        f"Created {index['created']}. Raw data in `{paths.display(index['env']['nnUNet_raw'])}`. "
-        f"{len(entries)} of {index['n_notebooks']} notebooks run: {n_ok} ok, {len(entries) - n_ok} failed.",
-        "",
-        "| # | Notebook | Status | Duration | Headline figures |",
-        "|---|---|---|---|---|",
-    ]
-    for i, e in enumerate(entries, 1):
-        if e["status"] == "ok":
-            figures = (
-                ", ".join(f"{k} = {_format_figure(v)}" for k, v in e["headline"].items())
-                or "(no results.json)"
-            )
-        else:
-            figures = (e["error"] or "").replace("|", "\\|")
-        link = (
-            Path(e["output"]).relative_to(out_root).as_posix()
-            if e["output"].startswith(str(out_root))
-            else e["output"]
-        )
-        lines.append(
-            f"| {i} | [{e['notebook']}]({link}) | {e['status']} | {e['duration_s']:.1f} s | {figures} |"
-        )
-    (out_root / "index.md").write_text("\n".join(lines) + "\n")
-
-
-def run_demo(
-    out_root: PathLike | None = None,
-    notebooks_folder: PathLike | None = None,
-    parameters: Mapping[str, Any] | None = None,
-    kernel_name: str = "python3",
-    timeout: float | None = None,
-    on_result: Callable[[dict], None] | None = None,
-    data_root: PathLike | None = None,
-) -> dict:
-    """Build the demo datasets and run every guided notebook headless, in order, on its quick profile.
-
-    The data is the same as the CLI's and the notebooks' (one data root, :mod:`nnseg_nb.paths`):
-    the demo datasets are built there (kept when up to date) and every kernel gets
-    ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` pointing at those roots (the caller's
-    environment is left alone), so later notebooks find what the earlier ones made. A failed
-    notebook is recorded and the demo goes on.
-
-    Args:
-        out_root: one folder per notebook, ``index.json`` and ``index.md`` (rewritten after every
-            notebook); default ``runs/demo`` in the project folder (:func:`nnseg_nb.paths.runs_root`).
-        notebooks_folder: where the ``NN_*.py`` notebooks are (default: the repository checkout).
-        parameters: extra values, given to each notebook that declares them (``profile`` is "quick").
-        kernel_name, timeout: as for :func:`run_notebook`.
-        on_result: called with each notebook's index entry when it finishes.
-        data_root: a separate data root for this demo (``raw``, ``preprocessed`` and ``results``
-            inside it) instead of the usual roots, e.g. to start from nothing.
-
-    Returns:
-        The index: ``{"created", "out_root", "env", "datasets", "n_notebooks", "notebooks": [entry]}``,
-        each entry ``{"notebook", "path", "status", "duration_s", "output", "headline", "results", "error"}``.
-    """
-    out_root = Path(out_root or paths.runs_root() / "demo").resolve()
-    notebooks = list_notebooks(notebooks_folder)
-    declared = {nb: notebook_parameters(nb) for nb in notebooks}
-    extra = dict(parameters or {})
-    _check_parameters("the demo notebooks", extra, {name: 0 for d in declared.values() for name in d})
-    if data_root is None:
-        env = data_root_env()
-    else:
-        data_root = Path(data_root).resolve()
-        env = {
-            var: str(data_root / sub)
-            for var, sub in zip(paths.ROOT_VARIABLES, ("raw", "preprocessed", "results"))
-        }
-    for folder in env.values():
-        Path(folder).mkdir(parents=True, exist_ok=True)
-
-    from nnseg_nb.demo_data import build_demo_datasets  # imported here: the runner works without it
-
-    datasets = build_demo_datasets(Path(env["nnUNet_raw"]))
-    index = {
-        "created": datetime.now().isoformat(timespec="seconds"),
-        "out_root": str(out_root),
-        "env": env,
-        "datasets": _jsonable(datasets),
-        "n_notebooks": len(notebooks),
-        "notebooks": [],
-    }
-    for notebook in notebooks:
-        wanted = {"profile": "quick", **extra}
-        params = {k: v for k, v in wanted.items() if k in declared[notebook]}
-        result = _run_recorded(
-            str(notebook),
-            str(out_root / notebook.stem),
-            params,
-            params,
-            kernel_name=kernel_name,
-            timeout=timeout,
-            env=env,
-        )
-        entry = {
-            "notebook": notebook.stem,
-            "path": str(notebook),
-            "status": result.status,
-            "duration_s": result.duration_s,
-            "output": result.output,
-            "headline": headline(result.results),
-            "results": result.results,
-            "error": result.error,
-        }
-        index["notebooks"].append(to_builtin(entry))
-        _write_index(out_root, index)
-        if on_result is not None:
-            on_result(entry)
-    if not notebooks:
-        _write_index(out_root, index)
-    return index
-
-
-def _jsonable(value: Any) -> Any:
-    value = to_builtin(value)
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        return repr(value)
-
-
-__all__ = [
-    "KERNEL_ENV",
-    "NotebookError",
-    "ROW_FIELDS",
-    "RunResult",
-    "default_output",
-    "expand_grid",
-    "headline",
-    "list_notebooks",
-    "notebook_parameters",
-    "notebooks_folder",
-    "parameter_slug",
-    "parse_grid_item",
-    "parse_value",
-    "record_outputs",
-    "run_batch",
-    "run_demo",
-    "run_notebook",
-    "RESULTS_FILE",
-]
