@@ -134,6 +134,9 @@ print(f"{model.configuration_name}: patch {plan.patch_size}, spacing {[round(s, 
       f"batch {plan.batch_size}; mirror axes {model.mirror_axes}; labels {model.dataset_json['labels']}")
 
 # %% [markdown]
+# The model's numbers below (Dice, HD95, NSD) depend on the CPU that trained it: bf16 autocast where the
+# CPU computes it natively, fp32 elsewhere; nbval leaves those cells out of its comparison.
+#
 # ## 2 · The sliding window
 #
 # The network sees one patch at a time, so a whole scan is predicted tile by tile. nnU-Net (1) pads
@@ -182,7 +185,7 @@ show_figure(sliding_window_figure(padded[0].numpy(), plan.patch_size, step_size)
 # subset of the mirror axes (4 passes in 2D, 8 in 3D), flips each prediction back and averages the
 # logits. It multiplies the compute by as much and smooths the decisions where the network was unsure.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 import time
 
 from nnseg_nb.evaluation import evaluate_arrays
@@ -235,7 +238,7 @@ print(f"{len(report.written)} scans in {report.seconds:.1f} s on {device} ({repo
 # surfaces) and NSD (the share of both surfaces within 1 mm of the other). The command line:
 # `nnseg-nb evaluate labelsTs OUT`.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 from IPython.display import HTML, display
 
 from nnseg_nb.evaluation import evaluate_folders_with_dataset_json, load_summary_json
@@ -277,7 +280,7 @@ worst_prediction, _ = io.read_seg(predictions / f"{worst}{ending}")
 browser = prediction_browser(worst_image[0], worst_reference, worst_prediction, spacing=worst_props["spacing"])
 display(browser)
 
-# %%
+# %% tags=["nbval-ignore-output"]
 print(f"worst case: {worst}, mean Dice {np.nanmean(per_case[worst]):.3f}")
 browser.show_static()
 
