@@ -53,7 +53,7 @@ seed = 0  # one seed for Python, numpy and torch
 out_dir = "runs/05_inference_and_evaluation"  # results.json, predictions and summary.json go here
 dataset = "Dataset901_BrainTissue"  # the demo brain MRI (gray and white matter); its 4 test scans have labels
 model_folder = ""  # a trained model folder; "": quick: a tiny 2D model trained here, full: notebook 04's 3d_fullres
-epochs = 0  # when this notebook trains: 0 = 5 epochs of 20 iterations (quick) or nnU-Net's 1000 (full)
+epochs = 0  # when this notebook trains: 0 = 5 epochs of 20 iterations (quick) or 1000 as nnU-Net (full)
 fold = 0  # the fold to train / predict with
 step_size = 0.5  # sliding-window step, as a fraction of the patch (nnUNetv2_predict -step_size)
 num_workers = 2  # processes for planning, preprocessing and evaluation
