@@ -69,7 +69,9 @@ def test_an_unreachable_cpu_index_falls_back_to_pips_default(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "CPU index is not reachable" in done.stdout
     calls = log.read_text().splitlines()
-    assert calls[1].endswith("whl/cpu") and calls[2] == "-m pip install -q torch" and calls[3].endswith(".[dev]")
+    assert (
+        calls[1].endswith("whl/cpu") and calls[2] == "-m pip install -q torch" and calls[3].endswith(".[dev]")
+    )
 
 
 def test_a_gpu_or_a_pinned_index_uses_pips_default(tmp_path):
