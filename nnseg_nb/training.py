@@ -24,6 +24,9 @@ trains under bf16 autocast where the CPU runs bf16 natively (``avx512_bf16`` or 
 /proc/cpuinfo), which roughly halves a 3D step there, and in fp32 elsewhere (emulated bf16 is many times
 slower). ``precision="fp32"`` restores nnU-Net's behaviour. CUDA trains in fp16 with a GradScaler as
 nnU-Net does; MPS in fp32.
+
+At a little over 600 lines this stays one file on purpose: a reader follows training from top to bottom
+here (settings, data, step, epoch, loop); checkpoints and devices live in their own modules.
 """
 
 from __future__ import annotations
