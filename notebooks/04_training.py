@@ -94,7 +94,10 @@ demo_data.build_demo_datasets(paths.raw_root(), progress=False)
 planned = planning.plan_dataset(dataset, num_workers=num_workers, progress=False)  # = `nnseg-nb plan`
 preprocessing.preprocess_dataset(dataset, "3d_fullres", num_workers=num_workers, progress=False)
 plans = planned.plans
-print("\n".join(planning.summary_lines(plans)))
+# the planner's own configurations (a 3d_quick left in the file by notebook 00 or an earlier run is kept too)
+planner_made = dataclasses.replace(
+    plans, configurations={name: c for name, c in plans.configurations.items() if name not in planned.kept})
+print("\n".join(planning.summary_lines(planner_made)))
 
 # %% [markdown]
 # ## A configuration of your own
