@@ -182,11 +182,11 @@ def main() -> None:
     )
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args()
-    from nnseg_nb.inference import cpu_has_native_bf16
+    from nnseg_nb.devices import cpu_runs_bf16_natively
 
     results = {
         "cpu": cpu_name(),
-        "native_bf16": cpu_has_native_bf16(),
+        "native_bf16": cpu_runs_bf16_natively(),
         "threads": args.threads,
         "benchmarks": [],
     }

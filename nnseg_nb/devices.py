@@ -58,6 +58,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
         if device.type == "cpu" and cpu_runs_bf16_natively():
             return torch.bfloat16
         return None
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from nnseg_nb.dataset import LabelInfo
+from nnseg_nb.devices import autocast_dtype
 from nnseg_nb.network import build_network, network_channels
 from nnseg_nb.plans import ConfigurationPlan, Plans, as_plans
 from nnseg_nb.utils import load_json
@@ -166,40 +166,7 @@ def mirror_axes_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[in
     return [c for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
 
 
-# --- precision ------------------------------------------------------------------------------------------
-
-
-def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags; Linux only).
-
-    On others, bf16 autocast is emulated and slower than fp32, which is why nnU-Net never autocasts on CPU.
-    """
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    flags = set(
-        re.findall(
-            r"\S+", " ".join(line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags"))
-        )
-    )
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for a device: ``"auto"`` is fp16 on CUDA (nnU-Net's AMP), bf16 on CPUs with native
-    bf16, fp32 (None) elsewhere; ``"fp32"``, ``"bf16"`` and ``"fp16"`` force one."""
-    if precision == "fp32":
-        return None
-    if precision in ("bf16", "fp16"):
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
+# --- precision (the choice is devices.autocast_dtype's: bf16 only on CPUs that run it natively) -------------
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

@@ -49,7 +49,7 @@ class PredictionSettings:
     use_mirroring: bool = True
     save_probabilities: bool = False
     tiles_per_batch: int | None = None  # None: the configuration's batch size
-    precision: str = "auto"  # see inference.autocast_dtype
+    precision: str = "auto"  # see devices.autocast_dtype
     num_workers: int = 2  # threads that preprocess and export around the prediction
     overwrite: bool = True  # False: skip cases whose output exists (nnU-Net's --continue_prediction)
     progress: bool = True

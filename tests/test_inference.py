@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnseg_nb import inference
+from nnseg_nb import devices, inference
 from nnseg_nb.network import build_network
 from nnseg_nb.plans import ArchitecturePlan
 
@@ -104,8 +104,8 @@ def test_mirror_combinations_are_all_non_empty_subsets():
 def test_bf16_detection_reads_cpu_flags(tmp_path):
     (tmp_path / "avx2").write_text("processor: 0\nflags\t\t: fpu sse avx2 avx512f\n")
     (tmp_path / "bf16").write_text("processor: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
-    assert not inference.cpu_has_native_bf16(tmp_path / "avx2")
-    assert inference.cpu_has_native_bf16(tmp_path / "bf16")
-    assert not inference.cpu_has_native_bf16(tmp_path / "missing")
+    assert not devices.cpu_runs_bf16_natively(tmp_path / "avx2")
+    assert devices.cpu_runs_bf16_natively(tmp_path / "bf16")
+    assert not devices.cpu_runs_bf16_natively(tmp_path / "missing")
     assert inference.autocast_dtype(torch.device("cpu"), "fp32") is None
     assert inference.autocast_dtype(torch.device("cuda"), "auto") is torch.float16
