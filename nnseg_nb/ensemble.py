@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnseg_nb.io import write_seg
+from nnseg_nb.io import props_from_nnunet, write_seg
 from nnseg_nb.parallel import map_in_processes
 from nnseg_nb.utils import atomic_write_bytes, atomic_write_json, load_json
 
@@ -97,48 +97,6 @@ def load_properties(path: str | os.PathLike) -> dict:
         return _PropertiesUnpickler(f).load()
 
 
-def _io_props(properties: dict, path: Path) -> dict:
-    """nnseg_nb.io's props from the properties nnU-Net's reader/writers store (or ours, unchanged).
-
-    Kept private to the ensemble: the probabilities are already at the original resolution, so only the
-    geometry is needed. The inference export (nnseg_nb.export) writes the same properties.
-    """
-    if "reader" in properties:
-        return properties
-    spacing = [float(s) for s in properties["spacing"]]
-    if "sitk_stuff" in properties:
-        sitk = properties["sitk_stuff"]
-        if "original_orientation" in sitk:
-            raise ValueError(f"{path}: written by SimpleITKIOWithReorient, which is not supported")
-        return {
-            "spacing": spacing,
-            "reader": "simpleitk",
-            "sitk": {
-                "dimension": len(sitk["spacing"]),
-                "spacing": [float(s) for s in sitk["spacing"]],
-                "origin": [float(s) for s in sitk["origin"]],
-                "direction": [float(s) for s in sitk["direction"]],
-            },
-        }
-    if "nibabel_stuff" in properties:
-        if "reoriented_affine" in properties["nibabel_stuff"]:
-            raise ValueError(f"{path}: written by NibabelIOWithReorient, which is not supported")
-        return {"spacing": spacing, "reader": "nibabel", "nifti": _nifti_fields(properties["nibabel_stuff"])}
-    return {"spacing": spacing, "reader": "natural2d"}
-
-
-def _nifti_fields(nibabel_stuff: dict) -> dict:
-    """The header fields nibabel writes for an image made from this affine (what NibabelIO.write_seg does)."""
-    import nibabel as nib
-
-    from nnseg_nb.io import _NIFTI_GEOMETRY_FIELDS
-
-    header = nib.Nifti1Image(
-        np.zeros((1, 1, 1), np.uint8), np.asarray(nibabel_stuff["original_affine"])
-    ).header
-    return {field: np.asarray(header[field]).tolist() for field in _NIFTI_GEOMETRY_FIELDS}
-
-
 # --- folders ---------------------------------------------------------------------------------------
 
 
@@ -150,7 +108,7 @@ def _merge_case(
     properties = load_properties(properties_file)
     probabilities = average_probabilities(member_files)
     segmentation = probabilities_to_segmentation(probabilities, dataset_json)
-    write_seg(segmentation, output_stem + file_ending, _io_props(properties, properties_file))
+    write_seg(segmentation, output_stem + file_ending, props_from_nnunet(properties, properties_file))
     if save_merged_probabilities:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, probabilities=probabilities)

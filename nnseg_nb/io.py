@@ -395,3 +395,43 @@ def _pil_format(path: Path) -> str:
     return {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG"}[
         file_ending(path)
     ]
+
+
+def _nifti_fields(nibabel_stuff: dict) -> dict:
+    """The header fields nibabel writes for an image made from this affine (what NibabelIO.write_seg does)."""
+    import nibabel as nib
+
+    header = nib.Nifti1Image(
+        np.zeros((1, 1, 1), np.uint8), np.asarray(nibabel_stuff["original_affine"])
+    ).header
+    return {field: np.asarray(header[field]).tolist() for field in _NIFTI_GEOMETRY_FIELDS}
+
+
+def props_from_nnunet(properties: dict, path: str | os.PathLike) -> dict:
+    """Our props (``read_case``'s) from the properties nnU-Net's reader/writers store in its ``.pkl`` files.
+
+    Props that are already ours pass through unchanged; ``path`` names the file in errors. Used where
+    nnU-Net's files meet ours: its preprocessed cases and its probability ``.pkl`` files.
+    """
+    if "reader" in properties:
+        return properties
+    spacing = [float(s) for s in properties["spacing"]]
+    if "sitk_stuff" in properties:
+        sitk = properties["sitk_stuff"]
+        if "original_orientation" in sitk:
+            raise ValueError(f"{path}: written by SimpleITKIOWithReorient, which is not supported")
+        return {
+            "spacing": spacing,
+            "reader": "simpleitk",
+            "sitk": {
+                "dimension": len(sitk["spacing"]),
+                "spacing": [float(s) for s in sitk["spacing"]],
+                "origin": [float(s) for s in sitk["origin"]],
+                "direction": [float(s) for s in sitk["direction"]],
+            },
+        }
+    if "nibabel_stuff" in properties:
+        if "reoriented_affine" in properties["nibabel_stuff"]:
+            raise ValueError(f"{path}: written by NibabelIOWithReorient, which is not supported")
+        return {"spacing": spacing, "reader": "nibabel", "nifti": _nifti_fields(properties["nibabel_stuff"])}
+    return {"spacing": spacing, "reader": "natural2d"}

@@ -390,7 +390,6 @@ def predict_validation(
 
 def _preprocessed_reader(model: Model, folder: Path, case: str, previous_folder: Path | None):
     def prepare() -> tuple[np.ndarray, dict]:
-        from nnseg_nb.ensemble import _io_props  # nnU-Net's stored reader properties -> ours
 
         data, _, properties = load_preprocessed_case(folder, case)
         data = np.asarray(data, dtype=np.float32)
@@ -398,7 +397,7 @@ def _preprocessed_reader(model: Model, folder: Path, case: str, previous_folder:
             previous = _load_previous_stage(previous_folder, case)
             data = np.concatenate([data, one_hot_previous_stage(previous, model.labels.foreground_labels)])
         properties.pop("class_locations", None)
-        return data, {**properties, **_io_props(properties, folder / case)}
+        return data, {**properties, **io.props_from_nnunet(properties, folder / case)}
 
     return prepare
 
