@@ -38,7 +38,7 @@ from pathlib import Path
 
 from nnseg_nb.cascade import next_stage_folder
 from nnseg_nb.model_selection import accumulate_cv_results, folds_string
-from nnseg_nb.paths import dataset_name, display, preprocessed_root, raw_root, results_root
+from nnseg_nb.paths import dataset_name, display, model_folder, preprocessed_root, raw_root, results_root
 from nnseg_nb.plans import Plans, load_plans
 from nnseg_nb.preprocessed import list_cases
 from nnseg_nb.splits import load_fold, load_or_create_splits
@@ -116,11 +116,6 @@ class CrossValidationResult:
 # --- where things are ----------------------------------------------------------------------------------
 
 
-def model_folder(results: Path, dataset: str, trainer_name: str, plans_name: str, configuration: str) -> Path:
-    """nnU-Net's ``<results>/<Dataset>/<Trainer>__<Plans>__<configuration>``."""
-    return Path(results) / dataset / f"{trainer_name}__{plans_name}__{configuration}"
-
-
 def fold_state(fold_folder: str | os.PathLike, save_probabilities: bool = False) -> str:
     """DONE, VALIDATE, CONTINUE or NEW for a ``fold_k`` folder (see the module docstring).
 
@@ -184,7 +179,7 @@ def validate_fold(job: FoldJob, device: str = "auto") -> None:
 
     device = str(resolve_device(device))
     folder = model_folder(
-        job.results or results_root(), job.dataset, job.trainer_name, job.plans_name, job.configuration
+        job.dataset, job.trainer_name, job.plans_name, job.configuration, job.results or results_root()
     )
     pre = Path(job.preprocessed or preprocessed_root()) / job.dataset
     if fold_state(folder / f"fold_{job.fold}", job.save_probabilities) != DONE:
@@ -205,7 +200,7 @@ def run_fold(job: FoldJob, train_function: Callable = train_fold, gpu: int | Non
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     folder = (
         model_folder(
-            job.results or results_root(), job.dataset, job.trainer_name, job.plans_name, job.configuration
+            job.dataset, job.trainer_name, job.plans_name, job.configuration, job.results or results_root()
         )
         / f"fold_{job.fold}"
     )
@@ -369,7 +364,7 @@ def cross_validate(
         if any(o.status == "failed" for o in result.outcomes if o.configuration == configuration):
             say(f"{configuration}: not merged, a fold failed")
             continue
-        folder = model_folder(results, name, trainer_name, plans_name, configuration)
+        folder = model_folder(name, trainer_name, plans_name, configuration, results)
         merged = folder / f"crossval_results_folds_{folds_string(folds)}"
         summary = accumulate_cv_results(folder, merged, folds, reference, num_workers, progress=False)
         result.merged_folders[configuration], result.summaries[configuration] = merged, summary

@@ -203,3 +203,22 @@ def find_dataset(name_or_id: str | int | os.PathLike, root: Path | None = None) 
         raise FileNotFoundError(f"{as_path}: no such dataset folder")
     root = raw_root() if root is None else Path(root)
     return root / dataset_name(name_or_id, roots=[root])
+
+
+def model_folder(
+    dataset: str,
+    trainer_name: str,
+    plans_name: str,
+    configuration: str,
+    results: str | os.PathLike | None = None,
+) -> Path:
+    """nnU-Net's trained-model folder ``<results>/<Dataset>/<Trainer>__<Plans>__<configuration>``.
+
+    >>> model_folder("Dataset901_BrainTissue", "nnUNetTrainer", "nnUNetPlans", "3d_fullres", "/r").as_posix()
+    '/r/Dataset901_BrainTissue/nnUNetTrainer__nnUNetPlans__3d_fullres'
+    """
+    return (
+        Path(results if results is not None else results_root())
+        / dataset
+        / f"{trainer_name}__{plans_name}__{configuration}"
+    )

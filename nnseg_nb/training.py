@@ -67,7 +67,7 @@ from nnseg_nb.devices import (  # noqa: F401  (re-exported: part of the trainer'
 from nnseg_nb.loader import SamplerSettings, make_dataloader
 from nnseg_nb.loss import build_loss, tp_fp_fn
 from nnseg_nb.network import build_network, deep_supervision_scales, network_channels
-from nnseg_nb.paths import dataset_name, preprocessed_root, results_root
+from nnseg_nb.paths import dataset_name, model_folder, preprocessed_root, results_root
 from nnseg_nb.plans import ConfigurationPlan, Plans, load_plans
 from nnseg_nb.preprocessed import list_cases
 from nnseg_nb.splits import load_fold
@@ -210,11 +210,6 @@ def find_training_inputs(
         config,
         load_json(dataset_json_file),
     )
-
-
-def model_folder(dataset: str, trainer_name: str, plans_name: str, configuration: str, results: Path) -> Path:
-    """nnU-Net's ``<results>/<Dataset>/<Trainer>__<Plans>__<configuration>``."""
-    return Path(results) / dataset / f"{trainer_name}__{plans_name}__{configuration}"
 
 
 def _copy_plans_files(inputs: TrainingInputs, folder: Path) -> None:

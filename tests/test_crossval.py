@@ -50,7 +50,7 @@ def fake_train(job: FoldJob, continue_training: bool) -> int:
     """Leave a trained, validated fold as the trainer would, and log the call (across processes too)."""
     pre = Path(job.preprocessed) / job.dataset
     model = crossval.model_folder(
-        job.results, job.dataset, job.trainer_name, job.plans_name, job.configuration
+        job.dataset, job.trainer_name, job.plans_name, job.configuration, job.results
     )
     fold = model / f"fold_{job.fold}"
     (fold / "validation").mkdir(parents=True, exist_ok=True)
