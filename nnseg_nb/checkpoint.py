@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -172,17 +171,38 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint of ours or nnU-Net's (which pickles ``init_args``, hence ``weights_only=False``).
+    """A checkpoint written by nnU-Net v2 or nnseg_nb, read with ``torch.load(weights_only=True)``.
 
-    Load only checkpoints you trust: like ``torch.load`` in nnU-Net, this unpickles Python objects.
+    nnU-Net's checkpoints hold numpy scalars and arrays (the training log, the best EMA), which PyTorch's safe
+    loader refuses by default; they are allowed here by name and nothing else is, so a checkpoint cannot run
+    code. A checkpoint that needs more fails with a message naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+    numpy_core = getattr(np, "_core", None) or np.core
+    allowed = [numpy_core.multiarray.scalar, numpy_core.multiarray._reconstruct, np.ndarray, np.dtype]
+    allowed += [
+        type(np.dtype(t))
+        for t in (
+            "float64",
+            "float32",
+            "float16",
+            "int64",
+            "int32",
+            "int16",
+            "int8",
+            "uint8",
+            "uint16",
+            "bool",
+        )
+    ]
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which
-        raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
+        with torch.serialization.safe_globals(allowed):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # pickle.UnpicklingError and friends: say which file and why
+        raise ValueError(
+            f"{path}: not a loadable nnU-Net checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
     missing = [key for key in ("network_weights", "current_epoch") if key not in checkpoint]
     if missing:
         raise ValueError(f"{path}: not an nnU-Net checkpoint (no {', '.join(missing)})")

@@ -37,6 +37,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
+from nnseg_nb.checkpoint import load_checkpoint  # noqa: F401  (re-exported: model folders read it here)
 from nnseg_nb.dataset import LabelInfo
 from nnseg_nb.devices import autocast_dtype
 from nnseg_nb.network import build_network, network_channels
@@ -320,41 +321,6 @@ def available_folds(model_folder: str | os.PathLike, checkpoint_name: str = CHEC
         if suffix.isdigit() and (sub / checkpoint_name).is_file():
             folds.append(int(suffix))
     return sorted(folds)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint written by nnU-Net v2 or nnseg_nb, read with ``torch.load(weights_only=True)``.
-
-    nnU-Net's checkpoints hold numpy scalars and arrays (the training log, the best EMA), which PyTorch's safe
-    loader refuses by default; they are allowed here by name and nothing else is, so a checkpoint cannot run
-    code. A checkpoint that needs more fails with a message naming the file.
-    """
-    numpy_core = getattr(np, "_core", None) or np.core
-    allowed = [numpy_core.multiarray.scalar, numpy_core.multiarray._reconstruct, np.ndarray, np.dtype]
-    allowed += [
-        type(np.dtype(t))
-        for t in (
-            "float64",
-            "float32",
-            "float16",
-            "int64",
-            "int32",
-            "int16",
-            "int8",
-            "uint8",
-            "uint16",
-            "bool",
-        )
-    ]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # pickle.UnpicklingError and friends: say which file and why
-        raise ValueError(
-            f"{path}: not a loadable nnU-Net checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})"
-        ) from None
 
 
 def load_model(
