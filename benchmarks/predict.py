@@ -113,6 +113,7 @@ def brain_inputs(work: Path, cases: int) -> tuple[Path, list]:
     checkpoint = {
         "network_weights": network.state_dict(),
         "init_args": {"configuration": "3d_fullres"},
+        "current_epoch": 0,
         "trainer_name": "nnUNetTrainer",
         "inference_allowed_mirroring_axes": (0, 1, 2),
     }
