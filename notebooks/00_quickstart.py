@@ -268,7 +268,7 @@ from IPython.display import display
 
 from nnseg_nb.viz.inference import prediction_browser
 
-browser = prediction_browser(image[0], reference, prediction, spacing=props["spacing"], size=240)
+browser = prediction_browser(image[0], reference, prediction, spacing=props["spacing"], size=220)
 browser.slice.value = slice_with_most_foreground(reference)
 display(browser)
 
