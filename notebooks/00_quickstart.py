@@ -254,11 +254,27 @@ if summary_file.is_file():  # written by the trainer when settings.validate
     print(f"fold {fold} validation ({len(validation_cases)} cases), mean Dice:",
           {name: round(summary["mean"][str(value)]["Dice"], 3) for name, value in labels.items()})
 
-z = slice_with_most_foreground(reference)
-show_slices([("image", overlay_rgb(image[0, z])), ("reference", overlay_rgb(image[0, z], reference[z])),
-             ("prediction", overlay_rgb(image[0, z], prediction[z]))],
-            f"{case.identifier} (validation): Dice " + ", ".join(f"{k} {v:.2f}" for k, v in case_dice.items()))
-results_file = notebook.write_results(out_dir, results_json)
+# %% [markdown]
+# ## 8 · Browse the prediction
+#
+# The validation case slice by slice: the image, the reference and the prediction over it (label 1 =
+# gray matter, 2 = white matter), and the errors (1 = missed: in the reference, predicted background;
+# 2 = extra: predicted where the reference has background; 3 = the wrong tissue). Move the `slice`
+# slider or switch the axis; before the notebook runs (on GitHub, in Colab) the picture shows the
+# slice with the most brain. Notebook 05 evaluates a whole test set and browses its worst case.
+
+# %% tags=["nbval-ignore-output"]
+from IPython.display import display
+
+from nnseg_nb.viz.inference import prediction_browser
+
+browser = prediction_browser(image[0], reference, prediction, spacing=props["spacing"], size=220)
+browser.slice.value = slice_with_most_foreground(reference)
+display(browser)
+
+# %%
+results_file = notebook.write_results(out_dir, results_json)  # the headline figures, read by `nnseg-nb demo`
+print("wrote", paths.display(results_file))
 
 # %% [markdown]
 # ## Next

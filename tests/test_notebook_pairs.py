@@ -177,3 +177,13 @@ def test_readme_badges_open_existing_notebooks():
             ipynb = NOTEBOOKS / link.removeprefix(prefix)
             if ipynb.name != "NN_name.ipynb":  # the template's placeholder
                 assert ipynb.is_file() and ipynb.with_suffix(".py").is_file(), (readme.name, link)
+
+
+def test_readme_opens_with_the_quickstart_badge():
+    """The first thing a visitor sees under the title is the badge that opens 00_quickstart in Colab."""
+    title, blank, first = (REPO / "README.md").read_text().split("\n")[:3]
+    assert title.startswith("# ") and not blank.strip(), "README.md: a title line, then an empty line"
+    badge = COLAB_BADGE.match(first)
+    assert badge and badge.group(1) == COLAB_URL.format("00_quickstart"), (
+        f"README.md: the line after the title must start with 00_quickstart's Colab badge, got {first[:80]!r}"
+    )
