@@ -129,14 +129,15 @@ def predict_image(
     settings: PredictionSettings | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Predict an in-memory image; returns the label map (Z, Y, X) in the image's axis order and shape, and
-    with ``settings.save_probabilities`` also the (C, Z, Y, X) probabilities.
+    with ``settings.save_probabilities`` also the (C, Z, Y, X) probabilities. With ``settings.progress`` (the
+    default) a bar counts the sliding window's tiles.
 
     >>> image, props = io.read_case(["case_0000.nii.gz"])     # doctest: +SKIP
     >>> seg = predict_image(model, image, props)               # doctest: +SKIP
     """
-    settings = settings or PredictionSettings(progress=False)
+    settings = settings or PredictionSettings()
     data, properties = preprocess_for_prediction(model, image, props, previous_stage)
-    logits = _logits(model, data, settings)
+    logits = _logits(model, data, settings, tile_progress=settings.progress)
     return logits_to_segmentation(
         logits,
         properties,
@@ -147,7 +148,9 @@ def predict_image(
     )
 
 
-def _logits(model: Model, data: np.ndarray, settings: PredictionSettings) -> np.ndarray:
+def _logits(
+    model: Model, data: np.ndarray, settings: PredictionSettings, tile_progress: bool = False
+) -> np.ndarray:
     return predict_logits(
         model,
         data,
@@ -155,7 +158,7 @@ def _logits(model: Model, data: np.ndarray, settings: PredictionSettings) -> np.
         settings.use_mirroring,
         settings.tiles_per_batch,
         settings.precision,
-        progress=False,
+        progress=tile_progress,  # one image: a bar over its tiles; a folder has a bar over its cases
     ).numpy()
 
 

@@ -7,6 +7,7 @@ trainer nnUNetTrainerTiny, folds 0 and 1; nnU-Net's own predictions and fold 0's
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,14 @@ import torch
 from nnseg_nb import io
 from nnseg_nb.ensemble import load_properties
 from nnseg_nb.evaluation import load_summary_json
-from nnseg_nb.inference import load_model
-from nnseg_nb.predict import PredictionSettings, predict_folder, predict_image, predict_validation
+from nnseg_nb.inference import load_model, pad_to_patch_size, sliding_window_slicers
+from nnseg_nb.predict import (
+    PredictionSettings,
+    predict_folder,
+    predict_image,
+    predict_validation,
+    preprocess_for_prediction,
+)
 from nnseg_nb.preprocessed import load_case as load_preprocessed_case
 
 FIXTURE = Path(__file__).parent / "fixtures" / "inference_model"
@@ -71,6 +78,18 @@ def test_in_memory_image_gives_the_same_label_map(model):
     seg = predict_image(model, image, props, settings=PredictionSettings(precision="fp32", progress=False))
     expected, _ = io.read_seg(NNUNET / "test_006.nii.gz")
     assert seg.shape == expected.shape[1:] and np.mean(seg == expected[0]) >= 0.9999
+
+
+def test_in_memory_prediction_counts_its_tiles(model, capsys):
+    image, props = io.read_case([IMAGES / "test_006_0000.nii.gz"])
+    data, _ = preprocess_for_prediction(model, image, props)
+    padded, _ = pad_to_patch_size(torch.zeros(tuple(data.shape)), model.configuration.patch_size)
+    tiles = len(sliding_window_slicers(padded.shape[1:], model.configuration.patch_size, 0.5))
+    predict_image(model, image, props, settings=PredictionSettings(use_mirroring=False))
+    err = capsys.readouterr().err
+    assert re.findall(r"tiles:\s+0%\|.*?\| 0/(\d+)", err) == [str(tiles)] * len(model.folds)  # a bar per fold
+    predict_image(model, image, props, settings=PredictionSettings(use_mirroring=False, progress=False))
+    assert "tiles" not in capsys.readouterr().err
 
 
 def test_bad_cases_are_reported_and_the_others_predicted(model, tmp_path):
