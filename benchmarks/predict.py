@@ -121,8 +121,12 @@ def brain_inputs(work: Path, cases: int) -> tuple[Path, list]:
     return model, [0]
 
 
-def run(python: str, script: str, args: list[str], threads: int | None) -> dict:
-    env = dict(os.environ)
+# Kernels limited to AVX2 (the ATen dispatch and oneDNN's JIT), on this CPU, for both tools
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def run(python: str, script: str, args: list[str], threads: int | None, isa: str = "native") -> dict:
+    env = dict(os.environ, **(AVX2_ONLY if isa == "avx2" else {}))
     if threads:  # torch's intra-op threads in both tools (nnU-Net: min(nnUNet_def_n_proc, CPUs))
         env.update(OMP_NUM_THREADS=str(threads), nnUNet_def_n_proc=str(threads))
     result = subprocess.run([python, "-c", script, *args], capture_output=True, text=True, env=env)
@@ -142,7 +146,7 @@ def agreement(a: Path, b: Path) -> float:
     return equal / total
 
 
-def benchmark(name: str, cases: int, workers: int, threads: int | None) -> dict:
+def benchmark(name: str, cases: int, workers: int, threads: int | None, isa: str = "native") -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench_predict_{name}_"))
     try:
         if name == "tiny":
@@ -158,11 +162,12 @@ def benchmark(name: str, cases: int, workers: int, threads: int | None) -> dict:
                 NNUNET_RUN,
                 [*common, str(work / "nnunet"), json.dumps(folds), str(workers)],
                 threads,
+                isa,
             )
         }
-        for precision in ("auto", "fp32"):
+        for precision in ("auto", "fp32") if isa == "native" else ("auto",):  # AVX2: auto is fp32
             args = [*common, str(work / precision), json.dumps(folds), str(workers), precision, str(ROOT)]
-            rows[f"nnseg_nb ({precision})"] = run(sys.executable, OURS_RUN, args, threads)
+            rows[f"nnseg_nb ({precision})"] = run(sys.executable, OURS_RUN, args, threads, isa)
             rows[f"nnseg_nb ({precision})"]["voxels_equal_to_nnunet"] = agreement(
                 work / precision, work / "nnunet"
             )
@@ -181,21 +186,33 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads in both tools (default: their own defaults)"
     )
+    parser.add_argument(
+        "--isa",
+        choices=["native", "avx2"],
+        default="native",
+        help="avx2: both tools limited to AVX2 kernels (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), "
+        "as on a CPU without AVX-512; nnseg_nb's auto precision is then fp32",
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args()
+    if args.isa == "avx2":
+        os.environ.update(AVX2_ONLY)  # before torch is imported here, so the report below says what ran
     from nnseg_nb.devices import cpu_runs_bf16_natively
 
     results = {
         "cpu": cpu_name(),
         "native_bf16": cpu_runs_bf16_natively(),
         "threads": args.threads,
+        "isa": args.isa,
         "benchmarks": [],
     }
+    kernels = "kernels limited to AVX2" if args.isa == "avx2" else "native kernels"
     print(
-        f"CPU: {results['cpu']} (native bf16: {results['native_bf16']}), {os.cpu_count()} CPUs, threads {args.threads}"
+        f"CPU: {results['cpu']} (native bf16: {results['native_bf16']}, {kernels}), {os.cpu_count()} CPUs, "
+        f"threads {args.threads}"
     )
     for name in args.model:
-        result = benchmark(name, args.cases, args.workers, args.threads)
+        result = benchmark(name, args.cases, args.workers, args.threads, args.isa)
         results["benchmarks"].append(result)
         base = result["rows"]["nnunetv2"]
         print(f"\n{name}: {result['cases']} cases, folds {result['folds']}")

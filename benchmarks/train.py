@@ -194,6 +194,19 @@ def summarize(name: str, out: dict, warmup: int) -> dict:
     }
 
 
+# Kernels limited to AVX2 (the ATen dispatch and oneDNN's JIT), on this CPU, for both tools
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One row per run: the median over rounds of each round's median seconds per iteration."""
+    row = dict(rounds[-1])
+    row["seconds_per_iteration"] = statistics.median(r["seconds_per_iteration"] for r in rounds)
+    row["seconds_per_iteration_per_round"] = [round(r["seconds_per_iteration"], 3) for r in rounds]
+    row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rounds)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="901")
@@ -208,6 +221,16 @@ def main() -> None:
         "--predict", action="store_true", help="also predict and score fold 0's validation cases"
     )
     parser.add_argument("--runs", nargs="+", default=["nnunet", "ours:fp32", "ours:auto"])
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the runs, every other round in reverse order"
+    )
+    parser.add_argument(
+        "--isa",
+        choices=["native", "avx2"],
+        default="native",
+        help="avx2: both tools limited to AVX2 kernels (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), "
+        "as on a CPU without AVX-512; nnseg_nb's default precision is then fp32",
+    )
     parser.add_argument("--results", default=None, help="results root (default: a fresh folder in /tmp)")
     parser.add_argument("--out", default=None, help="write the figures here as JSON")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -217,30 +240,38 @@ def main() -> None:
         return
     import tempfile
 
+    if args.isa == "avx2":
+        os.environ.update(AVX2_ONLY)  # before torch is imported here, so the report says what ran
     import torch
 
     from nnseg_nb.training import cpu_runs_bf16_natively
 
     results = Path(args.results or tempfile.mkdtemp(prefix="bench_train_"))
-    rows = []
-    for run in args.runs:
-        command = [
-            sys.executable,
-            __file__,
-            "--child",
-            run,
-            "--results",
-            str(results / run.replace(":", "_")),
-        ]
-        for flag in ("dataset", "configuration", "epochs", "iterations", "val_iterations", "workers", "seed"):
-            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        command += ["--predict"] if args.predict else []
-        done = subprocess.run(command, capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not lines:
-            sys.exit(f"{run} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        rows.append(summarize(run, json.loads(lines[-1][len("RESULT ") :]), args.warmup))
-        print(json.dumps(rows[-1]), flush=True)
+    env = dict(os.environ)
+    runs = list(args.runs)  # with --isa avx2 nnseg_nb's default ("ours:auto") is fp32, as on an AVX2 CPU
+    per_round = {run: [] for run in runs}
+    for round_index in range(args.rounds):
+        for run in runs if round_index % 2 == 0 else runs[::-1]:
+            command = [sys.executable, __file__, "--child", run, "--results"]
+            command += [str(results / f"{run.replace(':', '_')}_round{round_index}")]
+            for flag in (
+                "dataset",
+                "configuration",
+                "epochs",
+                "iterations",
+                "val_iterations",
+                "workers",
+                "seed",
+            ):
+                command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            command += ["--predict"] if args.predict else []
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+            if done.returncode != 0 or not lines:
+                sys.exit(f"{run} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            per_round[run].append(summarize(run, json.loads(lines[-1][len("RESULT ") :]), args.warmup))
+            print(json.dumps(per_round[run][-1]), flush=True)
+    rows = [merge_rounds(rounds) for rounds in per_round.values()]
     reference = next((r for r in rows if r["run"] == "nnunet"), None)
     for row in rows:
         if reference is not None:
@@ -256,10 +287,14 @@ def main() -> None:
         "iterations_per_epoch": args.iterations,
         "val_iterations": args.val_iterations,
         "workers": args.workers,
+        "isa": args.isa,
+        "rounds": args.rounds,
         "rows": rows,
     }
+    isa = "kernels limited to AVX2" if args.isa == "avx2" else "native kernels"
     print(
-        f"{report['cpu']} ({report['cores']} cores, bf16 native: {report['cpu_bf16_native']}), torch {torch.__version__}"
+        f"{report['cpu']} ({report['cores']} cores, bf16 native: {report['cpu_bf16_native']}, {isa}), "
+        f"torch {torch.__version__}, {args.rounds} round(s)"
     )
     print(f"{'run':12} {'s/iter':>8} {'x nnU-Net':>10} {'peak MB':>8} {'pseudo Dice':>12} {'val Dice':>9}")
     for row in rows:

@@ -39,7 +39,11 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_runs_bf16_natively(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
-    """True if the CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    """True if the CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off, and torch
+    may use them (``ATEN_CPU_CAPABILITY=avx2`` limits its kernels to AVX2, where bf16 is emulated)."""
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")()
+    if not capability.upper().startswith(("AVX512", "AMX")):
+        return False
     try:
         text = Path(cpuinfo).read_text()
     except OSError:  # not Linux: no way to tell, stay in fp32

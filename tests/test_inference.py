@@ -101,11 +101,15 @@ def test_mirror_combinations_are_all_non_empty_subsets():
     assert inference.mirror_axes_combinations(None) == []
 
 
-def test_bf16_detection_reads_cpu_flags(tmp_path):
+def test_bf16_detection_reads_cpu_flags(tmp_path, monkeypatch):
     (tmp_path / "avx2").write_text("processor: 0\nflags\t\t: fpu sse avx2 avx512f\n")
     (tmp_path / "bf16").write_text("processor: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert not devices.cpu_runs_bf16_natively(tmp_path / "avx2")
     assert devices.cpu_runs_bf16_natively(tmp_path / "bf16")
     assert not devices.cpu_runs_bf16_natively(tmp_path / "missing")
+    # torch's kernels limited to AVX2 (ATEN_CPU_CAPABILITY=avx2): bf16 would be emulated
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not devices.cpu_runs_bf16_natively(tmp_path / "bf16")
     assert inference.autocast_dtype(torch.device("cpu"), "fp32") is None
     assert inference.autocast_dtype(torch.device("cuda"), "auto") is torch.float16
