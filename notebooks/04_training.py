@@ -217,8 +217,11 @@ show_figure(fig)
 # authorize) and the checkpoints survive the end of the runtime. Precision: on a GPU, fp16 autocast
 # with a gradient scaler as nnU-Net; on a CPU nnU-Net uses fp32, and `precision="auto"` uses bf16
 # autocast only where the CPU has native bf16 instructions (AVX512-BF16 or AMX), about twice as fast
-# there. The committed outputs of this notebook come from a CPU run, so its losses and Dice depend on
-# the CPU: they are shown but not checked.
+# there. On Linux the loop also runs inside `devices.keep_freed_memory()`: each step's activations
+# reuse the memory the last step freed, instead of a fresh page fault per 4 KiB (glibc returns big
+# blocks to the kernel on free); on a 2-core EPYC that alone made a CPU step about 1.3x faster. The
+# committed outputs of this notebook come from a CPU run, so its losses and Dice depend on the CPU:
+# they are shown but not checked.
 #
 # When the last epoch is done, nnU-Net predicts the fold's validation cases whole and scores them
 # (`fold_0/validation/summary.json`); the quick profile skips that (`validate=False`), notebook 00
