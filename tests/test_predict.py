@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from nnseg_nb import io
-from nnseg_nb.ensemble import load_properties
 from nnseg_nb.evaluation import load_summary_json
 from nnseg_nb.inference import load_model
+from nnseg_nb.io import load_nnunet_properties
 from nnseg_nb.predict import PredictionSettings, predict_folder, predict_image, predict_validation
 from nnseg_nb.preprocessed import load_case as load_preprocessed_case
 
@@ -59,10 +59,10 @@ def test_predictions_equal_nnunet_predict(model, tmp_path, precision):
         expected = np.load(NNUNET / f"{case}.npz")["probabilities"]
         assert probabilities.dtype == np.float32 and probabilities.shape == expected.shape
         np.testing.assert_allclose(probabilities, expected, atol=1e-3 if precision == "fp32" else 3e-2)
-        properties = load_properties(tmp_path / f"{case}.pkl")
+        properties = load_nnunet_properties(tmp_path / f"{case}.pkl")
         assert (
             properties["bbox_used_for_cropping"]
-            == load_properties(NNUNET / f"{case}.pkl")["bbox_used_for_cropping"]
+            == load_nnunet_properties(NNUNET / f"{case}.pkl")["bbox_used_for_cropping"]
         )
 
 
