@@ -450,17 +450,18 @@ class SafeUnpickler(pickle.Unpickler):
     array([0, 1, 2])
     """
 
-    def __init__(self, file, path: str | os.PathLike):
-        super().__init__(file)
-        self.path = path
+    def __init__(self, file, path: str | os.PathLike | None = None, **pickle_options):
+        super().__init__(file, **pickle_options)
+        self.path = path  # for errors; torch.load (which passes encoding=) names the file itself
 
     def find_class(self, module: str, name: str):
         if (module, name) in _NUMPY_PICKLE_GLOBALS:
             return super().find_class(_numpy_module(module), name)
         if (module, name) in _PLAIN_PICKLE_GLOBALS:
             return super().find_class(module, name)
+        where = f"{self.path}: " if self.path is not None else ""
         raise pickle.UnpicklingError(
-            f"{self.path}: refusing to load {module}.{name} (only plain values and numpy arrays are read)"
+            f"{where}refusing to load {module}.{name} (only plain values and numpy arrays are read)"
         )
 
 
