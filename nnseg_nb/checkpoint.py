@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from nnseg_nb.io import SafeUnpickler
 from nnseg_nb.utils import atomic_write_bytes
 
 CHECKPOINT_KEYS = (
@@ -170,38 +172,80 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# numpy types nnU-Net's checkpoints hold (the training log, the best EMA): allowed by name, nothing else
+_NUMPY_DTYPES = "float64 float32 float16 int64 int32 int16 int8 uint8 uint16 bool".split()
+# what torch.save writes for tensors, modules' state and devices (torch < 2.6 only: see _OldTorchPickle)
+_TORCH_GLOBALS = {
+    ("torch._utils", name)
+    for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter")
+} | {
+    ("torch", "device"),
+    ("torch", "Size"),
+    ("torch.nn.parameter", "Parameter"),
+    ("torch.serialization", "_get_layout"),
+}
+
+
+def _numpy_safe_globals() -> list:
+    """numpy's reconstructors under numpy 1's and numpy 2's names (a checkpoint may come from either numpy),
+    the dtype classes: ``torch.serialization.safe_globals`` entries."""
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray
+    allowed: list = [np.ndarray, np.dtype, *(type(np.dtype(t)) for t in _NUMPY_DTYPES)]
+    for function in (multiarray.scalar, multiarray._reconstruct):
+        allowed += [(function, f"numpy.{core}.multiarray.{function.__name__}") for core in ("core", "_core")]
+    return allowed
+
+
+class _OldTorchPickle:
+    """A ``pickle_module`` for ``torch.load`` on torch < 2.6, whose weights-only loader cannot allow numpy's
+    names: the same rule (tensors, numpy values and plain values, nothing that runs code) by our unpickler."""
+
+    class Unpickler(SafeUnpickler):
+        def find_class(self, module: str, name: str):
+            is_dtype = module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+            if (module, name) in _TORCH_GLOBALS or is_dtype:
+                return pickle.Unpickler.find_class(self, module, name)
+            return super().find_class(module, name)
+
+    @staticmethod
+    def load(file, **pickle_options):  # torch's legacy (pre-zip) format
+        return _OldTorchPickle.Unpickler(file, **pickle_options).load()
+
+
+def _torch_load(path: str | os.PathLike, map_location: str | torch.device) -> dict:
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 6):  # safe_globals takes names
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_OldTorchPickle)
+
+
+def _reason(error: Exception) -> str:
+    """The line of an error that says why: torch's weights-only error leads with advice, then the reason.
+
+    >>> _reason(ValueError("Weights only load failed. ...\\n\\tWeightsUnpickler error: Unsupported global: GLOBAL "
+    ...                    "x.A was not an allowed global by default. Please use ..."))
+    'Unsupported global: GLOBAL x.A was not an allowed global by default'
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    reason = next((line for line in lines if line.startswith("WeightsUnpickler error: ")), lines[0])
+    return reason.removeprefix("WeightsUnpickler error: ").split(". Please use")[0]
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """A checkpoint written by nnU-Net v2 or nnseg_nb, read with ``torch.load(weights_only=True)``.
 
     nnU-Net's checkpoints hold numpy scalars and arrays (the training log, the best EMA), which PyTorch's safe
-    loader refuses by default; they are allowed here by name and nothing else is, so a checkpoint cannot run
-    code. A checkpoint that needs more fails with a message naming the file.
+    loader refuses by default; they are allowed here by name (numpy 1's and 2's) and nothing else is, so a
+    checkpoint cannot run code. On torch < 2.6, which cannot allow names, the same rule is kept by
+    :class:`nnseg_nb.io.SafeUnpickler`. A checkpoint that needs more fails with a message naming the file.
     """
-    numpy_core = getattr(np, "_core", None) or np.core
-    allowed = [numpy_core.multiarray.scalar, numpy_core.multiarray._reconstruct, np.ndarray, np.dtype]
-    allowed += [
-        type(np.dtype(t))
-        for t in (
-            "float64",
-            "float32",
-            "float16",
-            "int64",
-            "int32",
-            "int16",
-            "int8",
-            "uint8",
-            "uint16",
-            "bool",
-        )
-    ]
     try:
-        with torch.serialization.safe_globals(allowed):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = _torch_load(path, map_location)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such checkpoint") from None
     except Exception as e:  # pickle.UnpicklingError and friends: say which file and why
         raise ValueError(
-            f"{path}: not a loadable nnU-Net checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})"
+            f"{path}: not a loadable nnU-Net checkpoint ({type(e).__name__}: {_reason(e)})"
         ) from None
     missing = [key for key in ("network_weights", "current_epoch") if key not in checkpoint]
     if missing:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnseg_nb.io import props_from_nnunet, write_seg
+from nnseg_nb.io import load_nnunet_properties, props_from_nnunet, write_seg
 from nnseg_nb.parallel import map_in_processes
 from nnseg_nb.utils import atomic_write_bytes, atomic_write_json, load_json
 
@@ -79,24 +79,6 @@ def probabilities_to_segmentation(probabilities: np.ndarray, dataset_json: dict)
     return segmentation
 
 
-# --- properties (.pkl) -----------------------------------------------------------------------------
-
-
-class _PropertiesUnpickler(pickle.Unpickler):
-    """nnU-Net's properties are dicts of numbers, tuples and numpy arrays: nothing else is loaded."""
-
-    def find_class(self, module: str, name: str):
-        if module.split(".")[0] == "numpy" or (module, name) == ("collections", "OrderedDict"):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a properties file")
-
-
-def load_properties(path: str | os.PathLike) -> dict:
-    """Read a prediction's ``{case}.pkl`` (numpy and plain values only)."""
-    with open(path, "rb") as f:
-        return _PropertiesUnpickler(f).load()
-
-
 # --- folders ---------------------------------------------------------------------------------------
 
 
@@ -105,7 +87,7 @@ def _merge_case(
 ) -> str:
     member_files, output_stem = item
     properties_file = Path(member_files[0][: -len(".npz")] + ".pkl")
-    properties = load_properties(properties_file)
+    properties = load_nnunet_properties(properties_file)
     probabilities = average_probabilities(member_files)
     segmentation = probabilities_to_segmentation(probabilities, dataset_json)
     write_seg(segmentation, output_stem + file_ending, props_from_nnunet(properties, properties_file))

@@ -23,6 +23,7 @@ Labels are written as uint8, or uint16 when a value exceeds 255.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import tempfile
 import warnings
@@ -405,6 +406,83 @@ def _nifti_fields(nibabel_stuff: dict) -> dict:
         np.zeros((1, 1, 1), np.uint8), np.asarray(nibabel_stuff["original_affine"])
     ).header
     return {field: np.asarray(header[field]).tolist() for field in _NIFTI_GEOMETRY_FIELDS}
+
+
+# What a pickle of dicts, tuples, sets, numbers and numpy arrays/scalars names, in numpy 1 and 2 spellings:
+# the only objects a properties file may ask for. Not all of ``numpy``: it holds functions that run code.
+_NUMPY_PICKLE_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype")} | {
+    (f"numpy.{core}.{module}", name)
+    for core in ("core", "_core")  # numpy 1's and numpy 2's
+    for module, name in [("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")]
+}  # _frombuffer: arrays pickled with protocol 5
+_PLAIN_PICKLE_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("_codecs", "encode"),  # bytes in protocol 2
+}
+
+
+def _numpy_module(module: str) -> str:
+    """``numpy._core.*`` (numpy 2's name) as ``numpy.core.*`` when the running numpy is 1.x.
+
+    numpy 2 still imports ``numpy.core.*``, so a numpy 1 pickle loads there; numpy 1 has no ``numpy._core``.
+
+    >>> import importlib                                   # numpy 1.26: numpy.core.multiarray
+    >>> importlib.import_module(_numpy_module("numpy._core.multiarray")).__name__.endswith("core.multiarray")
+    True
+    """
+    if int(np.__version__.split(".")[0]) < 2 and (
+        module == "numpy._core" or module.startswith("numpy._core.")
+    ):
+        return "numpy.core" + module[len("numpy._core") :]
+    return module
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Reads nnU-Net's pickles: plain values and numpy arrays/scalars only, any other object is refused
+    with an error naming the file. numpy 2's ``numpy._core`` names load under numpy 1.x too.
+
+    Subclasses that expect more objects answer for them in ``find_class`` and defer the rest here.
+
+    >>> import io as std_io
+    >>> SafeUnpickler(std_io.BytesIO(pickle.dumps(np.arange(3))), "a.pkl").load()
+    array([0, 1, 2])
+    """
+
+    def __init__(self, file, path: str | os.PathLike | None = None, **pickle_options):
+        super().__init__(file, **pickle_options)
+        self.path = path  # for errors; torch.load (which passes encoding=) names the file itself
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _NUMPY_PICKLE_GLOBALS:
+            return super().find_class(_numpy_module(module), name)
+        if (module, name) in _PLAIN_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        where = f"{self.path}: " if self.path is not None else ""
+        raise pickle.UnpicklingError(
+            f"{where}refusing to load {module}.{name} (only plain values and numpy arrays are read)"
+        )
+
+
+def load_nnunet_properties(path: str | os.PathLike) -> dict:
+    """The dict nnU-Net pickled into a ``.pkl`` (a preprocessed case's, or a prediction's properties).
+
+    Safe to call on a file from elsewhere: only plain values and numpy arrays/scalars are loaded, anything
+    else is an error naming the file. Files written under numpy 2 load under numpy 1.x too.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "case.pkl"
+    ...     _ = path.write_bytes(pickle.dumps({"spacing": np.array([1.0, 0.5, 0.5])}))
+    ...     load_nnunet_properties(path)["spacing"]
+    array([1. , 0.5, 0.5])
+    """
+    with open(path, "rb") as f:
+        properties = SafeUnpickler(f, path).load()
+    if not isinstance(properties, dict):
+        raise ValueError(f"{path}: holds a {type(properties).__name__}, not a properties dict")
+    return properties
 
 
 def props_from_nnunet(properties: dict, path: str | os.PathLike) -> dict:

@@ -49,7 +49,7 @@ from nnseg_nb.evaluation import (
     save_summary_json,
     summarize,
 )
-from nnseg_nb.io import read_seg, write_seg
+from nnseg_nb.io import SafeUnpickler, read_seg, write_seg
 from nnseg_nb.parallel import map_in_processes
 from nnseg_nb.utils import atomic_write_bytes, atomic_write_json
 
@@ -336,17 +336,16 @@ class _NnunetModule:
         return importlib.import_module, (NNUNET_FUNCTION_MODULE,)
 
 
-class _PostprocessingUnpickler(pickle.Unpickler):
-    """Reads nnU-Net's postprocessing.pkl without nnunetv2: its function becomes a name, numpy stays numpy."""
+class _PostprocessingUnpickler(SafeUnpickler):
+    """Reads nnU-Net's postprocessing.pkl without nnunetv2: its function becomes a name; numpy and plain
+    values load as :class:`~nnseg_nb.io.SafeUnpickler` loads them, anything else is refused."""
 
     def find_class(self, module: str, name: str):
         if module == NNUNET_FUNCTION_MODULE and name == NNUNET_FUNCTION_NAME:
             return NNUNET_FUNCTION_NAME
         if module in ("importlib", "builtins") and name in ("import_module", "getattr"):  # our own .pkl
             return {"import_module": lambda m: m, "getattr": lambda m, n: n}[name]
-        if module.split(".")[0] == "numpy":
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a postprocessing file")
+        return super().find_class(module, name)
 
 
 def load_postprocessing(path: str | os.PathLike) -> list[Operation]:
@@ -359,7 +358,7 @@ def load_postprocessing(path: str | os.PathLike) -> list[Operation]:
         raise FileNotFoundError(f"{path}: no such postprocessing file")
     if path.suffix == ".pkl":
         with open(path, "rb") as f:
-            functions, kwargs = _PostprocessingUnpickler(f).load()
+            functions, kwargs = _PostprocessingUnpickler(f, path).load()
     else:
         from nnseg_nb.utils import load_json
 

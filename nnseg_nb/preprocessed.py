@@ -14,7 +14,8 @@ and, written last, ``<case>.json``: the small properties (spacing, crop box, sha
 
 nnU-Net's (read only): ``<case>.pkl`` pickled properties with ``<case>.b2nd``/``<case>_seg.b2nd`` (blosc2,
 nnU-Net 2.6+), ``<case>.npz`` (keys ``data``, ``seg``) or unpacked ``<case>.npy``/``<case>_seg.npy``.
-Only open nnU-Net folders you trust: unpickling runs code.
+The ``.pkl`` is read by :func:`nnseg_nb.io.load_nnunet_properties`: plain values and numpy arrays only
+(any other object is refused), and files written under numpy 2 load under numpy 1.x too.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from nnseg_nb.io import load_nnunet_properties
 from nnseg_nb.utils import atomic_save_npy, atomic_write_bytes, atomic_write_json, load_json, to_builtin
 
 ClassKey = int | tuple[int, ...]  # a foreground label, or a region (the union of its labels)
@@ -152,9 +153,7 @@ def read_b2nd(path: str | os.PathLike) -> np.ndarray:
 
 
 def _nnunet_properties(path: Path) -> dict:
-    # nnU-Net pickles its properties (numpy arrays inside). Only open folders you trust: pickle runs code.
-    with open(path, "rb") as f:
-        properties = pickle.load(f)
+    properties = load_nnunet_properties(path)  # nnU-Net pickles them: numpy arrays and plain values only
     class_locations = properties.pop("class_locations", None)
     properties = to_builtin(properties)
     if class_locations is not None:

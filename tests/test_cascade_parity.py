@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from nnseg_nb import io
-from nnseg_nb.ensemble import load_properties
 from nnseg_nb.inference import load_model
 from nnseg_nb.predict import PredictionSettings, predict_folder
 
@@ -55,8 +54,8 @@ def assert_equals_nnunet(ours: Path, stage: str, voxels: float = 0.9999, atol: f
         expected_probabilities = np.load(NNUNET / stage / f"{case}.npz")["probabilities"]
         assert probabilities.shape == expected_probabilities.shape
         np.testing.assert_allclose(probabilities, expected_probabilities, atol=atol)
-        bbox = load_properties(ours / f"{case}.pkl")["bbox_used_for_cropping"]
-        assert bbox == load_properties(NNUNET / stage / f"{case}.pkl")["bbox_used_for_cropping"]
+        bbox = io.load_nnunet_properties(ours / f"{case}.pkl")["bbox_used_for_cropping"]
+        assert bbox == io.load_nnunet_properties(NNUNET / stage / f"{case}.pkl")["bbox_used_for_cropping"]
 
 
 def test_model_folders_are_read_as_a_cascade(models):

@@ -22,9 +22,9 @@ def _floors() -> dict[str, str]:
     return floors
 
 
-def _floor_pins() -> dict[str, str]:
+def _floor_pins(profile: str = "floors") -> dict[str, str]:
     text = SCRIPT.read_text()
-    block = re.search(r"floors\)\n(.*?);;", text, re.S).group(1)
+    block = re.search(rf"^\s*{re.escape(profile)}\)\n(.*?);;", text, re.S | re.M).group(1)
     return {name.lower(): version for name, version in re.findall(r"([A-Za-z0-9_.-]+)==([0-9.]+)", block)}
 
 
@@ -40,7 +40,15 @@ def test_floor_pins_are_the_declared_floors():
     assert requires == "3.10"
 
 
+def test_floors_lite_pins_the_floors_but_torch_and_pillow():
+    # CI's cheap run: its local CPU torch, and the first pillow with a Python 3.11 wheel; the rest as floors
+    floors, lite = _floor_pins(), _floor_pins("floors-lite")
+    assert set(lite) == set(floors)
+    assert {name for name in floors if lite[name] != floors[name]} == {"torch", "pillow"}
+    assert lite["pillow"] == "9.2.0" and lite["torch"] == "2.13.0"
+
+
 def test_unknown_profile_is_a_usage_line():
     completed = subprocess.run(["bash", str(SCRIPT), "latest"], capture_output=True, text=True)
     assert completed.returncode == 1
-    assert completed.stderr == "usage: scripts/compat.sh floors|colab [pytest arguments]\n"
+    assert completed.stderr == "usage: scripts/compat.sh floors|colab|floors-lite [pytest arguments]\n"

@@ -15,7 +15,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnseg_nb import cli
-from nnseg_nb.ensemble import average_probabilities, ensemble_folders, load_properties
+from nnseg_nb.ensemble import average_probabilities, ensemble_folders
+from nnseg_nb.io import load_nnunet_properties
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ensemble"
 
@@ -48,7 +49,7 @@ def test_ensemble_equals_nnunet(setup, tmp_path):
             np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
         assert (
             pickle.loads((out / f"{case}.pkl").read_bytes()).keys()
-            == load_properties(nnunet / f"{case}.pkl").keys()
+            == load_nnunet_properties(nnunet / f"{case}.pkl").keys()
         )
     assert json.loads((out / "dataset.json").read_text()) == json.loads((nnunet / "dataset.json").read_text())
 

@@ -1,5 +1,8 @@
 """nnseg_nb.io: every format round-trips its array and geometry; bad files fail naming the file."""
 
+import pickle
+import pickletools
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -237,3 +240,41 @@ def test_file_ending_keeps_double_endings():
     assert io.file_ending("x.NRRD") == ".nrrd"
     assert io.reader_kind("x.png") == "natural2d" and io.reader_kind("x.mha") == "simpleitk"
     assert set(io.NNUNET_ENDINGS) < set(io.SUPPORTED_ENDINGS) and ".jpg" not in io.NNUNET_ENDINGS
+
+
+# --- nnU-Net's pickled properties ---------------------------------------------------------------------
+
+
+def _properties_pickle(numpy_core: str) -> bytes:
+    """A protocol-2 pickle of properties whose stream names ``{numpy_core}.multiarray`` (numpy 2 writes
+    ``numpy._core``, numpy 1 ``numpy.core``), whichever numpy runs the test: the names are rewritten."""
+    properties = {"spacing": np.array([3.0, 0.5, 0.5]), "shape": (4, 5, 6), "mean": np.float32(1.5)}
+    stream = pickle.dumps(properties, protocol=2)  # GLOBAL opcodes: "module\nname\n", safe to rewrite
+    for spelling in ("numpy.core.", "numpy._core."):
+        stream = stream.replace(f"c{spelling}multiarray\n".encode(), f"c{numpy_core}.multiarray\n".encode())
+    return stream
+
+
+@pytest.mark.parametrize("numpy_core", ["numpy._core", "numpy.core"])  # written under numpy 2, numpy 1
+def test_properties_from_either_numpy_load_under_this_one(tmp_path, numpy_core):
+    stream = _properties_pickle(numpy_core)
+    named = {arg for op, arg, _ in pickletools.genops(stream) if op.name == "GLOBAL"}
+    assert {f"{numpy_core}.multiarray _reconstruct", f"{numpy_core}.multiarray scalar"} <= named
+    (tmp_path / "case.pkl").write_bytes(stream)
+    properties = io.load_nnunet_properties(tmp_path / "case.pkl")
+    np.testing.assert_array_equal(properties["spacing"], [3.0, 0.5, 0.5])
+    assert properties["shape"] == (4, 5, 6)
+    assert properties["mean"] == np.float32(1.5) and properties["mean"].dtype == np.float32
+
+
+@pytest.mark.parametrize("module, name", [("os", "system"), ("numpy.testing._private.utils", "runstring")])
+def test_properties_naming_other_objects_are_refused_naming_the_file(tmp_path, module, name):
+    (tmp_path / "evil.pkl").write_bytes(f"c{module}\n{name}\n(S'true'\ntR.".encode())  # os.system("true")
+    with pytest.raises(pickle.UnpicklingError, match=f"evil.pkl: refusing to load {module}.{name}"):
+        io.load_nnunet_properties(tmp_path / "evil.pkl")
+
+
+def test_properties_file_must_hold_a_dict(tmp_path):
+    (tmp_path / "list.pkl").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(ValueError, match="list.pkl: holds a list, not a properties dict"):
+        io.load_nnunet_properties(tmp_path / "list.pkl")

@@ -114,7 +114,7 @@ def test_apply_postprocessing_reproduces_the_postprocessed_folder(tmp_path):
 def test_unexpected_pickle_content_is_refused(tmp_path):
     bad = tmp_path / "postprocessing.pkl"
     bad.write_bytes(pickle.dumps(([print], [{}])))
-    with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
+    with pytest.raises(pickle.UnpicklingError, match="postprocessing.pkl: refusing to load builtins.print"):
         load_postprocessing(bad)
 
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from nnseg_nb import io
-from nnseg_nb.ensemble import load_properties
 from nnseg_nb.evaluation import load_summary_json
 from nnseg_nb.inference import load_model, pad_to_patch_size, sliding_window_slicers
+from nnseg_nb.io import load_nnunet_properties
 from nnseg_nb.predict import (
     PredictionSettings,
     predict_folder,
@@ -66,10 +66,10 @@ def test_predictions_equal_nnunet_predict(model, tmp_path, precision):
         expected = np.load(NNUNET / f"{case}.npz")["probabilities"]
         assert probabilities.dtype == np.float32 and probabilities.shape == expected.shape
         np.testing.assert_allclose(probabilities, expected, atol=1e-3 if precision == "fp32" else 3e-2)
-        properties = load_properties(tmp_path / f"{case}.pkl")
+        properties = load_nnunet_properties(tmp_path / f"{case}.pkl")
         assert (
             properties["bbox_used_for_cropping"]
-            == load_properties(NNUNET / f"{case}.pkl")["bbox_used_for_cropping"]
+            == load_nnunet_properties(NNUNET / f"{case}.pkl")["bbox_used_for_cropping"]
         )
 
 
@@ -217,5 +217,27 @@ def test_checkpoints_load_without_running_code(tmp_path):
     checkpoint = load_checkpoint(MODEL / "fold_0" / "checkpoint_final.pth")  # nnU-Net's, numpy inside
     assert checkpoint["trainer_name"] == "nnUNetTrainerTiny" and "network_weights" in checkpoint
     torch.save({"network_weights": {}, "x": _Anything()}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="bad.pth: not a loadable"):
+    with pytest.raises(
+        ValueError, match=r"bad.pth: not a loadable nnU-Net checkpoint \(UnpicklingError: .*_Anything"
+    ):
         load_checkpoint(tmp_path / "bad.pth")
+
+
+@pytest.mark.parametrize("numpy_core", ["numpy._core", "numpy.core"])  # saved under numpy 2, numpy 1
+def test_checkpoint_numpy_values_load_whichever_numpy_saved_them(tmp_path, numpy_core):
+    from nnseg_nb.checkpoint import load_checkpoint
+
+    checkpoint = {"network_weights": {"w": torch.ones(2)}, "current_epoch": 3, "_best_ema": np.float64(0.5)}
+    checkpoint["logging"] = {"ema_fg_dice": [np.float64(0.25)], "lrs": np.array([0.01, 0.005])}
+    path = tmp_path / "checkpoint.pth"
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)  # one protocol-2 stream: GLOBAL lines
+    stream = path.read_bytes()
+    for spelling in ("numpy.core.", "numpy._core."):
+        stream = stream.replace(f"c{spelling}multiarray\n".encode(), f"c{numpy_core}.multiarray\n".encode())
+    assert f"c{numpy_core}.multiarray\nscalar\n".encode() in stream
+    assert f"c{numpy_core}.multiarray\n_reconstruct\n".encode() in stream
+    path.write_bytes(stream)
+    loaded = load_checkpoint(path)
+    assert loaded["_best_ema"] == 0.5 and loaded["logging"]["ema_fg_dice"] == [0.25]
+    np.testing.assert_array_equal(loaded["logging"]["lrs"], [0.01, 0.005])
+    torch.testing.assert_close(loaded["network_weights"]["w"], torch.ones(2))

@@ -243,9 +243,11 @@ def test_checkpoint_keys_equal_nnunetv2s(trained):
         ours["init_args"]["device"] == torch.device("cpu") and ours["init_args"]["configuration"] == "2d_tiny"
     )
     assert list(ours["optimizer_state"]) == list(theirs["optimizer_state"])
-    assert set(ours["optimizer_state"]["param_groups"][0]) == set(
-        theirs["optimizer_state"]["param_groups"][0]
-    )
+    ours_group, their_group = (set(c["optimizer_state"]["param_groups"][0]) for c in (ours, theirs))
+    assert ours_group <= their_group
+    # ours may lack only SGD options this torch does not have (the fixture's newer torch stores "fused"; 2.2 not)
+    this_torch = set(torch.optim.SGD([torch.zeros(1)], lr=0.01).state_dict()["param_groups"][0])
+    assert not (their_group - ours_group) & this_torch, their_group - ours_group
     assert ours["grad_scaler_state"] is None and theirs["grad_scaler_state"] is None  # no scaler on the CPU
     assert ours["current_epoch"] == 5 and ours["inference_allowed_mirroring_axes"] == (0, 1)
     assert all(len(values) == 5 for values in ours["logging"].values())
