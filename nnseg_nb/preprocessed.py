@@ -247,12 +247,13 @@ def load_case(folder: str | os.PathLike, case: str) -> tuple[np.ndarray, np.ndar
 
 
 def list_cases(folder: str | os.PathLike) -> list[str]:
-    """Sorted identifiers of the cases in a preprocessed folder (ours: ``.json``; nnU-Net's: ``.pkl``)."""
+    """Sorted identifiers of the cases in a preprocessed folder (ours: ``.json``; nnU-Net's: ``.pkl``; a
+    folder both tools wrote into lists each case once)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such preprocessed folder")
     return sorted(
-        p.stem for p in folder.iterdir() if p.suffix in (".json", ".pkl") and not p.name.startswith(".")
+        {p.stem for p in folder.iterdir() if p.suffix in (".json", ".pkl") and not p.name.startswith(".")}
     )
 
 

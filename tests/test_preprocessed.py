@@ -43,6 +43,9 @@ def test_round_trip_with_class_locations_in_their_own_file(tmp_path):
         "shape_before_cropping": [6, 7, 8],
     }
     assert preprocessed.list_cases(tmp_path) == ["c1"]
+    (tmp_path / "c1.pkl").write_bytes(b"")  # nnU-Net preprocessed into the same folder: still one case
+    assert preprocessed.list_cases(tmp_path) == ["c1"]
+    (tmp_path / "c1.pkl").unlink()
     loaded, loaded_seg, properties = preprocessed.load_case(tmp_path, "c1")
     assert isinstance(loaded, np.memmap) and loaded_seg.dtype == np.int16
     np.testing.assert_array_equal(loaded, data)
