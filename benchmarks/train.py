@@ -145,7 +145,7 @@ def run_ours(args, results: Path, precision: str) -> dict:
         "pseudo_dice": result.log.mean_fg_dice,
         "ema": result.log.ema_fg_dice,
         "model_folder": str(result.fold_folder.parent),
-        "autocast": str(training.autocast_dtype(torch.device("cpu"), precision)),
+        "autocast": str(training.autocast_dtype(torch.device("cpu"), precision) or "none (fp32)"),
     }
 
 
