@@ -1,6 +1,7 @@
 """Prediction time and peak memory: nnUNetv2_predict against nnseg-nb predict, same model, same inputs.
 
     /work/main/.venv/bin/python benchmarks/predict.py [--model tiny brain] [--cases 4] [--out predict.json]
+        [--isa avx2] [--device cuda]
 
 Models:
 - ``tiny``: the model folder nnunetv2 trained for the parity test (tests/fixtures/make_nnunet_model.py:
@@ -43,32 +44,37 @@ class nnUNetTrainerTiny(nnUNetTrainer):
 known = p.recursive_find_trainer_class_by_name
 p.recursive_find_trainer_class_by_name = lambda name, *a, **k: nnUNetTrainerTiny if name == "nnUNetTrainerTiny" else known(name, *a, **k)
 model, inputs, output, folds, workers = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])
+device = torch.device(sys.argv[6])
 predictor = p.nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                              perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+                              perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=False)
 predictor.initialize_from_trained_model_folder(model, folds, "checkpoint_final.pth")
 t1 = time.perf_counter()
 predictor.predict_from_files(inputs, output, save_probabilities=False, overwrite=True,
                              num_processes_preprocessing=workers, num_processes_segmentation_export=workers)
 seconds, setup = time.perf_counter() - t1, t1 - t0
 rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print(json.dumps({"seconds": seconds, "setup_seconds": setup, "peak_rss_mb": rss / 1024}))
+gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+print(json.dumps({"seconds": seconds, "setup_seconds": setup, "peak_rss_mb": rss / 1024, "peak_gpu_mb": gpu}))
 """
 
 OURS_RUN = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[7])
+import torch
 from nnseg_nb.inference import load_model
 from nnseg_nb.predict import PredictionSettings, predict_folder
 model, inputs, output, folds, workers, precision = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-loaded = load_model(model, folds)
+device = torch.device(sys.argv[8])
+loaded = load_model(model, folds, device=device)
 t1 = time.perf_counter()
 report = predict_folder(loaded, inputs, output,
                         settings=PredictionSettings(precision=precision, num_workers=workers, progress=False))
 assert not report.failed, report.failed
 seconds, setup = time.perf_counter() - t1, t1 - t0
+gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
 print(json.dumps({"seconds": seconds, "setup_seconds": setup,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_gpu_mb": gpu}))
 """
 
 
@@ -146,7 +152,9 @@ def agreement(a: Path, b: Path) -> float:
     return equal / total
 
 
-def benchmark(name: str, cases: int, workers: int, threads: int | None, isa: str = "native") -> dict:
+def benchmark(
+    name: str, cases: int, workers: int, threads: int | None, isa: str = "native", device: str = "cpu"
+) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench_predict_{name}_"))
     try:
         if name == "tiny":
@@ -160,13 +168,21 @@ def benchmark(name: str, cases: int, workers: int, threads: int | None, isa: str
             "nnunetv2": run(
                 NNUNET_PYTHON,
                 NNUNET_RUN,
-                [*common, str(work / "nnunet"), json.dumps(folds), str(workers)],
+                [*common, str(work / "nnunet"), json.dumps(folds), str(workers), device],
                 threads,
                 isa,
             )
         }
         for precision in ("auto", "fp32") if isa == "native" else ("auto",):  # AVX2: auto is fp32
-            args = [*common, str(work / precision), json.dumps(folds), str(workers), precision, str(ROOT)]
+            args = [
+                *common,
+                str(work / precision),
+                json.dumps(folds),
+                str(workers),
+                precision,
+                str(ROOT),
+                device,
+            ]
             rows[f"nnseg_nb ({precision})"] = run(sys.executable, OURS_RUN, args, threads, isa)
             rows[f"nnseg_nb ({precision})"]["voxels_equal_to_nnunet"] = agreement(
                 work / precision, work / "nnunet"
@@ -193,6 +209,7 @@ def main() -> None:
         help="avx2: both tools limited to AVX2 kernels (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), "
         "as on a CPU without AVX-512; nnseg_nb's auto precision is then fp32",
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both tools; AMP on CUDA as nnU-Net)")
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args()
     if args.isa == "avx2":
@@ -204,6 +221,7 @@ def main() -> None:
         "native_bf16": cpu_runs_bf16_natively(),
         "threads": args.threads,
         "isa": args.isa,
+        "device": args.device,
         "benchmarks": [],
     }
     kernels = "kernels limited to AVX2" if args.isa == "avx2" else "native kernels"
@@ -212,7 +230,7 @@ def main() -> None:
         f"threads {args.threads}"
     )
     for name in args.model:
-        result = benchmark(name, args.cases, args.workers, args.threads, args.isa)
+        result = benchmark(name, args.cases, args.workers, args.threads, args.isa, args.device)
         results["benchmarks"].append(result)
         base = result["rows"]["nnunetv2"]
         print(f"\n{name}: {result['cases']} cases, folds {result['folds']}")
@@ -223,10 +241,10 @@ def main() -> None:
                 if "voxels_equal_to_nnunet" in row
                 else ""
             )
+            gpu = f" (GPU {row['peak_gpu_mb']:.0f} MB)" if row.get("peak_gpu_mb") else ""
             print(
                 f"  {tool:<18} {row['seconds_per_case']:7.2f} s/case (+{row['setup_seconds']:.1f} s imports and "
-                f"model load)  peak {row['peak_rss_mb']:7.0f} MB  "
-                f"speed-up {ratio:4.2f}x{agree}"
+                f"model load)  peak {row['peak_rss_mb']:7.0f} MB{gpu}  speed-up {ratio:4.2f}x{agree}"
             )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
