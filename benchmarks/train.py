@@ -14,6 +14,9 @@ script, so that peak memory is its own:
   natively): ``training.train`` with ``--workers`` loader processes cutting patches and the augmentation
   batched in the main process.
 
+``--device cuda`` runs both on the GPU (nnU-Net: fp16 AMP and ``torch.compile``; ours: the same by default)
+and adds **GPU busy**: ``nvidia-smi``'s ``utilization.gpu`` sampled every 100 ms over the timed steps.
+
 Seconds per iteration: the wall time between consecutive training steps (data wait and augmentation
 included), median over the steps after the first ``--warmup``. Peak memory: the child's max RSS (the main
 process; the data workers are not added). Dice: each trainer's own online pseudo Dice after the same
@@ -28,9 +31,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,7 +69,7 @@ def run_nnunet(args, results: Path) -> dict:
     plans = load_json(folder / "nnUNetPlans.json")
     plans["continue_training"] = False
     trainer = nnUNetTrainer(
-        plans, args.configuration, 0, load_json(folder / "dataset.json"), torch.device("cpu")
+        plans, args.configuration, 0, load_json(folder / "dataset.json"), torch.device(args.device)
     )
     trainer.num_epochs, trainer.num_iterations_per_epoch = args.epochs, args.iterations
     trainer.num_val_iterations_per_epoch = args.val_iterations
@@ -98,6 +103,7 @@ def run_nnunet(args, results: Path) -> dict:
         "pseudo_dice": log["mean_fg_dice"],
         "ema": log["ema_fg_dice"],
         "model_folder": str(trainer.output_folder_base),
+        "step_starts": step_starts,
     }
 
 
@@ -124,7 +130,7 @@ def run_ours(args, results: Path, precision: str) -> dict:
         iterations_per_epoch=args.iterations,
         val_iterations=args.val_iterations,
         num_workers=args.workers,
-        device="cpu",
+        device=args.device,
         precision=precision,
         seed=args.seed,
         progress=False,
@@ -145,7 +151,8 @@ def run_ours(args, results: Path, precision: str) -> dict:
         "pseudo_dice": result.log.mean_fg_dice,
         "ema": result.log.ema_fg_dice,
         "model_folder": str(result.fold_folder.parent),
-        "autocast": str(training.autocast_dtype(torch.device("cpu"), precision) or "none (fp32)"),
+        "autocast": str(training.autocast_dtype(torch.device(args.device), precision) or "none (fp32)"),
+        "step_starts": step_starts,
     }
 
 
@@ -165,14 +172,61 @@ def predict_dice(model_folder: str, device: str = "cpu") -> float:
     return float(summary["foreground_mean"]["Dice"])
 
 
+class GpuBusy:
+    """``nvidia-smi``'s ``utilization.gpu`` (the share of the last sample period in which a kernel ran),
+    sampled every 100 ms in the background while the block runs; nothing off CUDA."""
+
+    def __init__(self, device: str):
+        self.enabled = device.startswith("cuda") and shutil.which("nvidia-smi") is not None
+        self.index = device.split(":")[1] if ":" in device else "0"
+        self.samples: list[tuple[float, float]] = []  # (perf_counter, percent)
+
+    def __enter__(self) -> GpuBusy:
+        if self.enabled:
+            query = ["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"]
+            self.process = subprocess.Popen(
+                ["nvidia-smi", *query, "-i", self.index], stdout=subprocess.PIPE, text=True
+            )
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            try:
+                self.samples.append((time.perf_counter(), float(line.strip())))
+            except ValueError:  # "[N/A]" and the like
+                pass
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.process.terminate()
+            self.reader.join(timeout=2)
+
+
+def gpu_busy_percent(samples: list, step_starts: list[float], warmup: int) -> float | None:
+    """Mean utilization over the timed steps (from the first step after the warmup to the last step).
+
+    >>> gpu_busy_percent([(0.5, 0.0), (1.5, 80.0), (2.5, 100.0), (9.0, 0.0)], [0.0, 1.0, 2.0, 3.0], 1)
+    90.0
+    """
+    if not samples or len(step_starts) < 2:
+        return None
+    start, end = step_starts[min(warmup, len(step_starts) - 2)], step_starts[-1]
+    window = [percent for t, percent in samples if start <= t <= end]
+    return statistics.mean(window) if window else None
+
+
 def child(args) -> None:
     results = Path(args.results)
-    if args.child == "nnunet":
-        out = run_nnunet(args, results)
-    else:
-        out = run_ours(args, results, args.child.split(":", 1)[1])
+    with GpuBusy(args.device) as busy:
+        if args.child == "nnunet":
+            out = run_nnunet(args, results)
+        else:
+            out = run_ours(args, results, args.child.split(":", 1)[1])
+    out["gpu_samples"] = busy.samples
     if args.predict:
-        out["validation_dice"] = predict_dice(out["model_folder"])
+        out["validation_dice"] = predict_dice(out["model_folder"], args.device)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out, default=float), flush=True)
 
@@ -191,6 +245,7 @@ def summarize(name: str, out: dict, warmup: int) -> dict:
         "ema_pseudo_dice": out["ema"][-1],
         "validation_dice": out.get("validation_dice"),
         "autocast": out.get("autocast", "none (fp32)"),
+        "gpu_busy_percent": gpu_busy_percent(out.get("gpu_samples", []), out.get("step_starts", []), warmup),
     }
 
 
@@ -204,6 +259,8 @@ def merge_rounds(rounds: list[dict]) -> dict:
     row["seconds_per_iteration"] = statistics.median(r["seconds_per_iteration"] for r in rounds)
     row["seconds_per_iteration_per_round"] = [round(r["seconds_per_iteration"], 3) for r in rounds]
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rounds)
+    busy = [r["gpu_busy_percent"] for r in rounds if r["gpu_busy_percent"] is not None]
+    row["gpu_busy_percent"] = statistics.median(busy) if busy else None
     return row
 
 
@@ -215,6 +272,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10, help="training iterations per epoch")
     parser.add_argument("--val-iterations", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="data processes of each trainer")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (cuda: AMP and torch.compile, as nnU-Net)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="steps not timed (first of each run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -262,6 +322,7 @@ def main() -> None:
                 "val_iterations",
                 "workers",
                 "seed",
+                "device",
             ):
                 command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             command += ["--predict"] if args.predict else []
@@ -296,12 +357,16 @@ def main() -> None:
         f"{report['cpu']} ({report['cores']} cores, bf16 native: {report['cpu_bf16_native']}, {isa}), "
         f"torch {torch.__version__}, {args.rounds} round(s)"
     )
-    print(f"{'run':12} {'s/iter':>8} {'x nnU-Net':>10} {'peak MB':>8} {'pseudo Dice':>12} {'val Dice':>9}")
+    print(
+        f"{'run':12} {'s/iter':>8} {'x nnU-Net':>10} {'peak MB':>8} {'pseudo Dice':>12} {'val Dice':>9} "
+        f"{'GPU busy':>9}"
+    )
     for row in rows:
         val = f"{row['validation_dice']:.4f}" if row["validation_dice"] is not None else "-"
+        busy = f"{row['gpu_busy_percent']:.0f} %" if row["gpu_busy_percent"] is not None else "-"
         print(
             f"{row['run']:12} {row['seconds_per_iteration']:8.3f} {row.get('speedup_vs_nnunet', 1):10.2f} "
-            f"{row['peak_rss_mb']:8d} {row['pseudo_dice_last_epoch']:12.4f} {val:>9}"
+            f"{row['peak_rss_mb']:8d} {row['pseudo_dice_last_epoch']:12.4f} {val:>9} {busy:>9}"
         )
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
