@@ -435,9 +435,10 @@ def _run_jobs(
         return list(finished.values())
 
     free = list(slots)
-    running: dict[Future, tuple[FoldJob, int | None]] = {}
-    # max_tasks_per_child=1: every fold gets a fresh process, so CUDA_VISIBLE_DEVICES is set before CUDA starts.
-    with ProcessPoolExecutor(n_parallel, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+    # A fresh process per fold (its own single-worker pool), so CUDA_VISIBLE_DEVICES is set before CUDA
+    # starts; ProcessPoolExecutor's max_tasks_per_child would do it, but only from Python 3.11.
+    running: dict[Future, tuple[FoldJob, int | None, ProcessPoolExecutor]] = {}
+    try:
         while pending or running:
             for j in [j for j in pending if ready(j)]:
                 reason = blocked(j)
@@ -447,17 +448,22 @@ def _run_jobs(
                 elif free:
                     pending.remove(j)
                     gpu = free.pop(0)
-                    running[pool.submit(run_fold, j, train_function, gpu)] = (j, gpu)
+                    pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+                    running[pool.submit(run_fold, j, train_function, gpu)] = (j, gpu, pool)
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                j, gpu = running.pop(future)
+                j, gpu, pool = running.pop(future)
+                pool.shutdown()
                 free.append(gpu)
                 try:
                     record(future.result())
                 except Exception as error:  # noqa: BLE001 - the process itself died
                     record(FoldOutcome(j.configuration, j.fold, NEW, "failed", error=repr(error)))
+    finally:
+        for _, _, pool in running.values():  # interrupted: stop what still runs
+            pool.shutdown(wait=False, cancel_futures=True)
     return list(finished.values())
 
 
