@@ -1,6 +1,6 @@
 """Prediction time and peak memory: nnUNetv2_predict against nnseg-nb predict, same model, same inputs.
 
-    /work/main/.venv/bin/python benchmarks/predict.py [--model tiny brain] [--cases 4] [--out predict.json]
+    .venv/bin/python benchmarks/predict.py [--model tiny brain] [--cases 4] [--out predict.json]
         [--isa avx2] [--device cuda]
 
 Models:
@@ -9,7 +9,7 @@ Models:
 - ``brain``: nnU-Net's own 3d_fullres plans for the demo brain dataset (Dataset901, 5-stage U-Net, 32..320
   features, patch 64x80x64) with random weights (fold 0), on demo brain test images (seed 0).
 
-Each run is a fresh process (``/work/nnunet_venv/bin/python`` for nnU-Net's ``nnUNetPredictor.predict_from_files``,
+Each run is a fresh process (``$NNUNET_PY`` for nnU-Net's ``nnUNetPredictor.predict_from_files``,
 this interpreter for ``nnseg_nb.predict.predict_folder``); seconds per case are timed from the loaded model to
 the last file written (imports and model loading are reported apart); peak memory is the process's maximum resident set (``ru_maxrss``, plus its children for nnU-Net's
 worker processes). Both: step 0.5, Gaussian, mirroring, CPU. Ours runs with ``--precision auto`` (bf16 on
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-NNUNET_PYTHON = "/work/nnunet_venv/bin/python"
+from common import add_isa_argument, cpu_name, limit_kernels  # noqa: E402  (benchmarks/common.py)
+
+# the nnU-Net reference interpreter (benchmarks/README.md says how to build it)
+NNUNET_PYTHON = os.environ.get("NNUNET_PY", "nnunet_venv/bin/python")
 TINY = ROOT / "tests/fixtures/inference_model"
 TINY_MODEL = TINY / "nnUNet_results/Dataset990_TinyInfer/nnUNetTrainerTiny__nnUNetPlans__3d_tiny"
 
@@ -78,16 +80,6 @@ print(json.dumps({"seconds": seconds, "setup_seconds": setup,
 """
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def tiny_inputs(folder: Path, copies: int) -> tuple[Path, list]:
     images = TINY / "nnUNet_raw/Dataset990_TinyInfer/imagesTs"
     folder.mkdir(parents=True)
@@ -127,12 +119,8 @@ def brain_inputs(work: Path, cases: int) -> tuple[Path, list]:
     return model, [0]
 
 
-# Kernels limited to AVX2 (the ATen dispatch and oneDNN's JIT), on this CPU, for both tools
-AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-
-
-def run(python: str, script: str, args: list[str], threads: int | None, isa: str = "native") -> dict:
-    env = dict(os.environ, **(AVX2_ONLY if isa == "avx2" else {}))
+def run(python: str, script: str, args: list[str], threads: int | None) -> dict:
+    env = dict(os.environ)  # with --isa avx2, main() has put the limit there
     if threads:  # torch's intra-op threads in both tools (nnU-Net: min(nnUNet_def_n_proc, CPUs))
         env.update(OMP_NUM_THREADS=str(threads), nnUNet_def_n_proc=str(threads))
     result = subprocess.run([python, "-c", script, *args], capture_output=True, text=True, env=env)
@@ -170,7 +158,6 @@ def benchmark(
                 NNUNET_RUN,
                 [*common, str(work / "nnunet"), json.dumps(folds), str(workers), device],
                 threads,
-                isa,
             )
         }
         for precision in ("auto", "fp32") if isa == "native" else ("auto",):  # AVX2: auto is fp32
@@ -183,7 +170,7 @@ def benchmark(
                 str(ROOT),
                 device,
             ]
-            rows[f"nnseg_nb ({precision})"] = run(sys.executable, OURS_RUN, args, threads, isa)
+            rows[f"nnseg_nb ({precision})"] = run(sys.executable, OURS_RUN, args, threads)
             rows[f"nnseg_nb ({precision})"]["voxels_equal_to_nnunet"] = agreement(
                 work / precision, work / "nnunet"
             )
@@ -202,18 +189,15 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads in both tools (default: their own defaults)"
     )
-    parser.add_argument(
-        "--isa",
-        choices=["native", "avx2"],
-        default="native",
-        help="avx2: both tools limited to AVX2 kernels (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), "
-        "as on a CPU without AVX-512; nnseg_nb's auto precision is then fp32",
-    )
+    add_isa_argument(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both tools; AMP on CUDA as nnU-Net)")
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args()
-    if args.isa == "avx2":
-        os.environ.update(AVX2_ONLY)  # before torch is imported here, so the report below says what ran
+    if not Path(NNUNET_PYTHON).is_file():
+        sys.exit(
+            f"no nnU-Net interpreter at {NNUNET_PYTHON}: set NNUNET_PY (benchmarks/README.md builds one)"
+        )
+    limit_kernels(args.isa)  # before torch is imported here, so the report below says what ran
     from nnseg_nb.devices import cpu_runs_bf16_natively
 
     results = {

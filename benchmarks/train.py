@@ -1,6 +1,6 @@
 """Training side by side: nnunetv2's nnUNetTrainer and nnseg_nb.training on the same plans, data and batch.
 
-    /work/nnunet_venv/bin/python benchmarks/train.py --dataset 901 --configuration 3d_fullres \\
+    $NNUNET_PY benchmarks/train.py --dataset 901 --configuration 3d_fullres \\
         --epochs 2 --iterations 10 --val-iterations 2 --out train.json
 
 Needs ``$nnUNet_preprocessed/<Dataset>`` planned and preprocessed by nnunetv2 (``.b2nd``; nnseg_nb reads
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -41,17 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
+from common import add_isa_argument, cpu_name, limit_kernels  # noqa: E402  (benchmarks/common.py)
 
 # --- the two trainers, each run in a child process -----------------------------------------------------
 
@@ -249,10 +238,6 @@ def summarize(name: str, out: dict, warmup: int) -> dict:
     }
 
 
-# Kernels limited to AVX2 (the ATen dispatch and oneDNN's JIT), on this CPU, for both tools
-AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-
-
 def merge_rounds(rounds: list[dict]) -> dict:
     """One row per run: the median over rounds of each round's median seconds per iteration."""
     row = dict(rounds[-1])
@@ -284,13 +269,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat the runs, every other round in reverse order"
     )
-    parser.add_argument(
-        "--isa",
-        choices=["native", "avx2"],
-        default="native",
-        help="avx2: both tools limited to AVX2 kernels (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), "
-        "as on a CPU without AVX-512; nnseg_nb's default precision is then fp32",
-    )
+    add_isa_argument(parser)
     parser.add_argument("--results", default=None, help="results root (default: a fresh folder in /tmp)")
     parser.add_argument("--out", default=None, help="write the figures here as JSON")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -300,8 +279,9 @@ def main() -> None:
         return
     import tempfile
 
-    if args.isa == "avx2":
-        os.environ.update(AVX2_ONLY)  # before torch is imported here, so the report says what ran
+    limit_kernels(
+        args.isa
+    )  # before torch is imported here (children inherit it), so the report says what ran
     import torch
 
     from nnseg_nb.training import cpu_runs_bf16_natively
