@@ -1,6 +1,6 @@
 """One training step's network work: nnseg_nb's U-Net against dynamic-network-architectures', same weights.
 
-    /work/nnunet_venv/bin/python benchmarks/network.py --out network.json [--config 3d_fullres] [--rounds 3]
+    $NNUNET_PY benchmarks/network.py --out network.json [--config 3d_fullres] [--rounds 3]
 
 Builds a configuration of the demo brain plans (``Dataset901_BrainTissue``, planned by nnunetv2; shipped
 in ``nnseg_nb/demo_assets``) twice in one process: nnU-Net's network with ``get_network_from_plans``

@@ -1,6 +1,6 @@
 """Make ``nnseg_nb/demo_assets/mni_icbm152_2mm.npz``: the MNI ICBM152 2009a template at 2 mm, small enough to ship.
 
-    /work/venv/bin/python data_demo/make_assets.py [--source FOLDER_WITH_THE_1MM_FILES] [--out nnseg_nb/demo_assets]
+    .venv/bin/python data_demo/make_assets.py [--source FOLDER_WITH_THE_1MM_FILES] [--out nnseg_nb/demo_assets]
 
 Input: the 1 mm T1 template and its gray/white-matter probability maps (197 x 233 x 189 voxels, uint8, the
 files nilearn redistributes; see NOTICE.md). Output, arrays in (Z, Y, X) order like everything in nnseg_nb:

@@ -3,7 +3,7 @@
 Run from the repository root, after ``tests/fixtures/make_nnunet_model.py`` (nnunetv2 2.8.1) made
 ``tests/fixtures/inference_model/``::
 
-    /work/main/.venv/bin/python data_demo/make_nnunet_model.py
+    .venv/bin/python data_demo/make_nnunet_model.py
 
 It copies, unchanged, the part of that fixture a reader needs into ``nnseg_nb/demo_assets/nnunet_model/``
 (package data, so ``nnseg_nb.model_folders.demo_model()`` finds it after ``pip install git+...``):

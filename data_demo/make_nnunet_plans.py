@@ -2,7 +2,7 @@
 
 Run with the nnU-Net reference venv, from the repository root::
 
-    /work/nnunet_venv/bin/python data_demo/make_nnunet_plans.py
+    $NNUNET_PY data_demo/make_nnunet_plans.py
 
 It builds ``Dataset901_BrainTissue`` (``nnseg_nb.demo_data``, seed 0, default case counts) in a
 temporary ``nnUNet_raw``, then runs what ``nnUNetv2_plan_and_preprocess -d 901 --no_pp`` runs:
