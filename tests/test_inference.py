@@ -113,3 +113,26 @@ def test_bf16_detection_reads_cpu_flags(tmp_path, monkeypatch):
     assert not devices.cpu_runs_bf16_natively(tmp_path / "bf16")
     assert inference.autocast_dtype(torch.device("cpu"), "fp32") is None
     assert inference.autocast_dtype(torch.device("cuda"), "auto") is torch.float16
+
+
+def test_accumulators_fall_back_to_cpu_memory_when_the_device_is_full(monkeypatch):
+    calls = []
+
+    def accumulate(network, data, slicers, patch, heads, *rest):
+        results_device = rest[3]  # after mirror_axes, tiles_per_batch, device
+        calls.append(results_device.type)
+        if results_device.type != "cpu":
+            raise torch.OutOfMemoryError("full")
+        return torch.ones((heads, *data.shape[1:]), dtype=torch.half)
+
+    monkeypatch.setattr(inference, "_accumulate", accumulate)
+    with pytest.warns(UserWarning, match="accumulating in CPU memory"):
+        logits = inference.sliding_window_logits(None, torch.zeros(1, 4, 8, 8), (4, 8, 8), 2, device="meta")
+    assert calls == ["meta", "cpu"] and logits.shape == (2, 4, 8, 8)
+
+    def full(*args):
+        raise torch.OutOfMemoryError("full")
+
+    monkeypatch.setattr(inference, "_accumulate", full)
+    with pytest.raises(torch.OutOfMemoryError):  # on the CPU there is nowhere to fall back to
+        inference.sliding_window_logits(None, torch.zeros(1, 4, 8, 8), (4, 8, 8), 2, device="cpu")
