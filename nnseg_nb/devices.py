@@ -138,7 +138,8 @@ def keep_freed_memory() -> Iterator[bool]:
     Inside this context big blocks come from the heap and stay there when freed, so the next iteration
     reuses them (the allocator cache that PyTorch's CUDA side has, and jemalloc / tcmalloc give on the CPU).
     Results do not change; peak memory rises a little (the heap keeps what it had). On exit glibc's
-    defaults are restored and the kept memory is returned (``malloc_trim``). Re-entrant; yields whether it
+    default values are set again (as fixed thresholds: glibc's own adjustment of the mmap threshold stays
+    off once any is set) and the kept memory is returned (``malloc_trim``). Re-entrant; yields whether it
     applies (False off glibc, where nothing changes).
 
     >>> with keep_freed_memory():
